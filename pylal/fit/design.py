@@ -1,0 +1,90 @@
+"""Design matrix Psi and targets y of the weighted least-squares problem (HAL eqs. 18-19).
+
+Rows per labelled configuration R with N atoms:
+    energy   sqrt(w_E) * B(R) / N                  target sqrt(w_E) * (E_R - E_prior) / N
+    forces   sqrt(w_F) * (-dB/dx)  (3N rows)        target sqrt(w_F) * (F_R - F_prior)
+    virial   sqrt(w_V) * W_B(R) / N (6 rows)        target sqrt(w_V) * (W_R - W_prior) / N
+Energies and virials are per atom so that cells of different size weigh alike. The prior
+(ZBL) is subtracted from the labels: the linear model learns the remainder (Delta-learning).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from pylal.model.basis import BasisSpec
+from pylal.model.committee import CommitteeModel
+from pylal.model.neighbors import ase_pairs
+from pylal.model.params import Parameters
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """Relative weights of energy, force and virial rows (HAL uses 5/1/1 for Si, 15/1/1 for AlSi10)."""
+
+    energy: float = 5.0
+    forces: float = 1.0
+    virial: float = 1.0
+
+
+def _identity_parameters(spec: BasisSpec) -> Parameters:
+    """Coefficients = identity, so the model's 'member forces' are the columns -dB/dx."""
+    d = spec.size
+    return Parameters(spec, np.zeros(d), np.eye(d), noise_precision=1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _basis_model(spec: BasisSpec) -> CommitteeModel:
+    return CommitteeModel(_identity_parameters(spec))
+
+
+def configuration_blocks(spec: BasisSpec, atoms):
+    """Basis blocks of one configuration: B (D,), -dB/dx (N, 3, D), W_B (3, 3, D) and the prior's
+    energy, forces (N, 3), virial (3, 3). Uses the committee step with identity coefficients."""
+    model = _basis_model(spec)
+    pairs = ase_pairs(atoms, spec.r_cut, spec.species)
+    res = model.step(pairs, tau=0.0, members=True)
+    # With committee = I: e_members = B, member_forces[d] = F_prior - dB_d/dx.
+    f_prior = res.forces_mean  # mean = 0, so this is the prior alone
+    force_cols = np.moveaxis(res.member_forces - f_prior[None], 0, -1)
+    virial_cols = np.moveaxis(res.member_virials - res.virial[None], 0, -1)
+    return res.e_members, force_cols, virial_cols, res.e_prior, f_prior, res.virial
+
+
+def stress_to_virial(atoms) -> np.ndarray:
+    """ASE stress (eV/A^3, sigma = (1/V) dE/d(strain)) -> LAMMPS virial W = -sigma V (eV)."""
+    return -atoms.get_stress(voigt=False) * atoms.get_volume()
+
+
+def build_design(spec: BasisSpec, configurations, weights: Weights = Weights()):
+    """Stack rows for labelled ase.Atoms (energy, forces and, when present, stress).
+
+    Returns Psi (rows, D), y (rows,), and the row kind ('E', 'F', 'V') of every row."""
+    rows, targets, kinds = [], [], []
+    for atoms in configurations:
+        n = len(atoms)
+        b, f_cols, w_cols, e_prior, f_prior, w_prior = configuration_blocks(spec, atoms)
+        results = atoms.calc.results if atoms.calc is not None else {}
+        if "energy" in results:
+            s = np.sqrt(weights.energy) / n
+            rows.append(s * b[None])
+            targets.append([s * (atoms.get_potential_energy() - e_prior)])
+            kinds.append("E")
+        if "forces" in results:
+            s = np.sqrt(weights.forces)
+            rows.append(s * f_cols.reshape(3 * n, -1))
+            targets.append(s * (atoms.get_forces() - f_prior).reshape(-1))
+            kinds.extend("F" * 3 * n)
+        if "stress" in results and weights.virial > 0 and atoms.pbc.all():
+            s = np.sqrt(weights.virial) / n
+            w_ref = stress_to_virial(atoms) - w_prior
+            rows.append(s * np.stack([w_cols[a, b_] for a, b_ in VOIGT]))
+            targets.append(s * np.array([w_ref[a, b_] for a, b_ in VOIGT]))
+            kinds.extend("V" * 6)
+    if not rows:
+        raise ValueError("build_design: no labelled configurations (need energy/forces/stress results)")
+    return np.concatenate(rows), np.concatenate([np.ravel(t) for t in targets]), np.array(kinds)

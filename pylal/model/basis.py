@@ -1,0 +1,130 @@
+"""Linear, body-ordered atomic basis B_i (ACE correlation order 2) in JAX.
+
+For centre atom i and neighbour j at displacement r_ij (|r_ij| < r_cut):
+
+    A_i[z, n, lm] = sum_{j: species z} R_n(|r_ij|) Y_lm(r_ij / |r_ij|)      (atomic density)
+    pair (2-body):  A_i[z, n, 00]
+    3-body:         p_i[(z1 n1), (z2 n2), l] = sum_m A_i[z1 n1 lm] A_i[z2 n2 lm]
+
+The power spectrum p is invariant to rotations (sum over m of a real-SH product), to
+permutations of like neighbours (sums), and to translations (only r_ij enter).
+The centre species selects the block of the coefficient vector (one-hot in species).
+
+Radial functions R_n(r) = T_n(x(r)) * (1 - r/r_cut)^3, with x mapping [r_min, r_cut] to
+[-1, 1]; the envelope makes energy, forces and their first derivative vanish at the cutoff.
+Spherical harmonics come from sphericart (maintained, fast; real SH, lexicographic lm).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sphericart.jax as sphericart_jax
+
+jax.config.update("jax_enable_x64", True)
+
+
+@dataclasses.dataclass(frozen=True)
+class BasisSpec:
+    """Everything that defines the basis; stored in the parameter file header."""
+
+    species: tuple[str, ...]
+    r_cut: float = 3.8
+    r_min: float = 1.5
+    n_max: int = 8
+    l_max: int = 4
+    # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom).
+    # None disables it. See pylal.model.prior.
+    prior: tuple[float, float] | None = (1.2, 1.8)
+
+    def __post_init__(self):
+        if not self.species:
+            raise ValueError("BasisSpec: species must name at least one element")
+        if self.r_cut <= self.r_min:
+            raise ValueError(f"BasisSpec: r_cut={self.r_cut} must exceed r_min={self.r_min}")
+        if self.n_max < 1 or self.l_max < 0:
+            raise ValueError("BasisSpec: need n_max >= 1 and l_max >= 0")
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_species * self.n_max
+
+    @property
+    def n_per_species(self) -> int:
+        """Features per centre species: constant + pair + 3-body."""
+        c = self.n_channels
+        return 1 + c + (self.l_max + 1) * c * (c + 1) // 2
+
+    @property
+    def size(self) -> int:
+        """Length D of the full coefficient vector (all centre species)."""
+        return self.n_species * self.n_per_species
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["species"] = list(self.species)
+        d["prior"] = list(self.prior) if self.prior is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BasisSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"BasisSpec: unknown keys {sorted(unknown)}")
+        d = dict(d)
+        d["species"] = tuple(d["species"])
+        if d.get("prior") is not None:
+            d["prior"] = tuple(d["prior"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def radial_basis(spec: BasisSpec, r):
+    """Chebyshev polynomials times a (1 - r/r_cut)^3 envelope; zero beyond r_cut. r: (P,)."""
+    x = 2.0 * (r - spec.r_min) / (spec.r_cut - spec.r_min) - 1.0
+    t = [jnp.ones_like(x), x]
+    for _ in range(2, spec.n_max):
+        t.append(2.0 * x * t[-1] - t[-2])
+    u = jnp.clip(1.0 - r / spec.r_cut, 0.0, None)
+    return jnp.stack(t[: spec.n_max], axis=-1) * (u**3)[:, None]
+
+
+def _triu(c: int):
+    return np.triu_indices(c)
+
+
+def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_centers: int):
+    """Per-centre basis vectors d_i (n_centers, n_per_species) (without the species one-hot).
+
+    vectors: (P, 3) pair displacements r_j - r_i; padded pairs must have |r| >= r_cut.
+    centers: (P,) centre index in [0, n_centers); neighbor_species: (P,) species index.
+    """
+    c = spec.n_channels
+    lm = (spec.l_max + 1) ** 2
+    r = jnp.linalg.norm(vectors, axis=-1)
+    radial = radial_basis(spec, r)  # (P, N)
+    ylm = sphericart_jax.spherical_harmonics(vectors, spec.l_max)  # (P, LM)
+    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)  # (P, S)
+    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)  # (P, S*N)
+    density = jax.ops.segment_sum(
+        channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers
+    )  # (n_centers, C, LM)
+    pair = density[:, :, 0]
+    iu, ju = _triu(c)
+    blocks = [jnp.ones((n_centers, 1), vectors.dtype), pair]
+    for l in range(spec.l_max + 1):
+        a_l = density[:, :, l * l : (l + 1) * (l + 1)]
+        p_l = jnp.einsum("icm,idm->icd", a_l, a_l)
+        blocks.append(p_l[:, iu, ju])
+    del lm
+    return jnp.concatenate(blocks, axis=1)

@@ -1,0 +1,201 @@
+"""Committee potential: one jitted call gives committee energies, sigma and the HAL forces.
+
+Uses the linearity of E^k = c^k . B (HAL sec. 2): the committee energies need only the summed
+basis B, and every force is one reverse pass through the basis with a coefficient vector as
+cotangent. The HAL force -grad(E_bar - tau sigma) = -(c_bar - tau w) . grad B with
+w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma) (HAL eqs. 9-10), so a HAL step is the mean step
+with one extra cotangent (w, needed separately for adaptive tau). Per-member forces for f_i
+(HAL eq. 6) stack the K member vectors into the same batched reverse pass.
+
+Atom and pair counts are padded to size buckets (see `Padder`) so MD does not recompile.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pylal.hal import physics as hal
+from pylal.model.basis import BasisSpec, atomic_features
+from pylal.model.neighbors import PairList
+from pylal.model.params import Parameters
+from pylal.model.prior import species_charges, zbl_pair_energy
+
+TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Round n up to m * 2^k with 8 <= m < 16 (steps of at most 1/8)."""
+    n = max(int(n), minimum)
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+class Padder:
+    """Keeps padded sizes; grows to a new bucket (with 10% headroom) only when a count exceeds it."""
+
+    def __init__(self):
+        self.sizes: dict[str, int] = {}
+
+    def size(self, name: str, n: int) -> int:
+        current = self.sizes.get(name, 0)
+        if n > current or n < current // 2:
+            self.sizes[name] = bucket(int(n * 1.1) + 1)
+        return self.sizes[name]
+
+
+@dataclasses.dataclass
+class StepResult:
+    """Global (reduced) energies and sigma; forces and virial of this process's atoms/pairs."""
+
+    e_members: np.ndarray  # (K,) committee energies E^k (learned part, without the prior)
+    e_mean: float  # E_bar = c_bar . B
+    e_prior: float  # repulsive prior energy
+    sigma: float  # sigma~ (HAL eq. 5)
+    tau: float
+    forces: np.ndarray  # (n_atoms, 3) HAL forces: prior + mean + tau * grad sigma
+    forces_mean: np.ndarray  # (n_atoms, 3) prior + mean forces (unbiased)
+    grad_sigma: np.ndarray  # (n_atoms, 3) grad_{r} sigma~ (bias force = tau * grad_sigma)
+    virial: np.ndarray  # (3, 3) LAMMPS convention, sum r_ij (x) f_ij, includes the bias
+    member_forces: np.ndarray | None = None  # (K, n_atoms, 3) prior + member k (unbiased)
+    member_virials: np.ndarray | None = None  # (K, 3, 3) prior + member k
+
+    @property
+    def energy(self) -> float:
+        """Unbiased energy E = prior + E_bar."""
+        return self.e_prior + self.e_mean
+
+    @property
+    def energy_hal(self) -> float:
+        """E_HAL = E - tau sigma (HAL eq. 1)."""
+        return hal.hal_energy(self.energy, self.tau, self.sigma)
+
+
+def _step(spec: BasisSpec, charges, with_members: bool, reduce_sum, n_atoms: int,
+          vectors, centers, neighbors, species, center_mask, pair_mask,
+          mean, committee, noise_precision, tau):
+    TRACE_COUNTS["committee_step"] += 1  # runs once per compilation
+    n_centers = center_mask.shape[0]
+    center_species = species[:n_centers]
+    neighbor_species = species[neighbors]
+
+    def learned_features(v):
+        return atomic_features(spec, v, centers, neighbor_species, n_centers)
+
+    def prior_energy(v):
+        if spec.prior is None:
+            return jnp.zeros(())
+        r = jnp.linalg.norm(v, axis=-1)
+        z_i, z_j = charges[center_species[centers]], charges[neighbor_species]
+        # full list: each pair seen from both atoms, so half the pair energy per entry
+        return 0.5 * jnp.sum(pair_mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
+
+    feats, pullback = jax.vjp(learned_features, vectors)
+    feats = feats * center_mask[:, None]
+    s, dp = spec.n_species, spec.n_per_species
+    b_local = jax.ops.segment_sum(feats, center_species, num_segments=s).reshape(-1)
+    e_prior_local, g_prior = jax.value_and_grad(prior_energy)(vectors)
+
+    local = jnp.concatenate([committee @ b_local, (mean @ b_local)[None], e_prior_local[None]])
+    total = local if reduce_sum is None else reduce_sum(local)
+    e_members, e_mean, e_prior = total[:-2], total[-2], total[-1]
+
+    sigma = hal.committee_sigma(e_members, e_mean, noise_precision)
+    w = hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)
+    stack = [mean[None], w[None]] + ([committee] if with_members else [])
+    coefs = jnp.concatenate(stack).reshape(-1, s, dp)
+    cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
+    (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
+    grads = grads * pair_mask[None, :, None]
+
+    def to_forces(g):  # r_ij = x_j - x_i  ->  F_i += dE/dr_ij, F_j -= dE/dr_ij
+        return (jax.ops.segment_sum(g, centers, num_segments=n_atoms)
+                - jax.ops.segment_sum(g, neighbors, num_segments=n_atoms))
+
+    def to_virial(g):  # LAMMPS: W = sum r_ij (x) f_ij with r_ij = x_i - x_j, f_ij = -dE/dx_i ... = -r (x) g
+        return -jnp.einsum("pa,pb->ab", vectors, g)
+
+    g_mean = grads[0] + g_prior * pair_mask[:, None]
+    g_hal = g_mean - tau * grads[1]
+    out = dict(e_members=e_members, e_mean=e_mean, e_prior=e_prior, sigma=sigma,
+               forces=to_forces(g_hal), forces_mean=to_forces(g_mean),
+               grad_sigma=-to_forces(grads[1]), virial=to_virial(g_hal))
+    if with_members:
+        g_members = grads[2:] + g_prior * pair_mask[:, None]
+        out["member_forces"] = jax.vmap(to_forces)(g_members)
+        out["member_virials"] = jax.vmap(to_virial)(g_members)
+    return out
+
+
+class CommitteeModel:
+    """Holds the parameters and the compiled step; `step(pairs, tau)` is the per-step call.
+
+    `reduce_sum` (optional) sums a small vector over all processes (MPI allreduce); it is called
+    from inside the compiled step through a host callback so every rank reaches the same sigma.
+    """
+
+    def __init__(self, params: Parameters, reduce_sum=None):
+        self.padder = Padder()
+        self._reduce = reduce_sum
+        self._jitted = {}
+        self.set_parameters(params)
+
+    def set_parameters(self, params: Parameters):
+        """Hot-swap: same basis spec keeps the compiled code; a new spec recompiles."""
+        self.params = params
+        self.spec = params.spec
+        self._mean = jnp.asarray(params.mean)
+        self._committee = jnp.asarray(params.committee)
+        self._noise = jnp.asarray(float(params.noise_precision))
+        self._charges = jnp.asarray(species_charges(self.spec.species))
+
+    def _compiled(self, with_members: bool, n_atoms: int):
+        key = (self.spec, with_members, n_atoms)
+        if key not in self._jitted:
+            reduce_sum = None
+            if self._reduce is not None:
+                host = self._reduce
+
+                def reduce_sum(x):
+                    return jax.experimental.io_callback(
+                        lambda a: np.asarray(host(np.asarray(a)), dtype=np.float64),
+                        jax.ShapeDtypeStruct(x.shape, x.dtype), x, ordered=True)
+            fn = functools.partial(_step, self.spec, self._charges, with_members, reduce_sum, n_atoms)
+            self._jitted[key] = jax.jit(fn)
+        return self._jitted[key]
+
+    def step(self, pairs: PairList, tau: float = 0.0, members: bool = False) -> StepResult:
+        n_a = self.padder.size("atoms", pairs.n_atoms)
+        n_c = self.padder.size("centers", pairs.n_centers)
+        n_p = self.padder.size("pairs", pairs.n_pairs)
+        n_a = max(n_a, n_c)
+        P = pairs.n_pairs
+        vectors = np.zeros((n_p, 3))
+        vectors[:, 0] = 2.0 * self.spec.r_cut  # padded pairs lie beyond the cutoff: zero features
+        vectors[:P] = pairs.vectors
+        centers = np.zeros(n_p, np.int32)
+        centers[:P] = pairs.centers
+        neighbors = np.zeros(n_p, np.int32)
+        neighbors[:P] = pairs.neighbors
+        species = np.zeros(n_a, np.int32)
+        species[: pairs.n_atoms] = pairs.species
+        center_mask = np.zeros(n_c)
+        center_mask[: pairs.n_centers] = 1.0
+        pair_mask = np.zeros(n_p)
+        pair_mask[:P] = 1.0
+        out = self._compiled(members, n_a)(
+            vectors, centers, neighbors, species, center_mask, pair_mask,
+            self._mean, self._committee, self._noise, float(tau))
+        out = jax.device_get(out)
+        n = pairs.n_atoms
+        return StepResult(
+            e_members=np.asarray(out["e_members"]), e_mean=float(out["e_mean"]),
+            e_prior=float(out["e_prior"]), sigma=float(out["sigma"]), tau=float(tau),
+            forces=out["forces"][:n], forces_mean=out["forces_mean"][:n],
+            grad_sigma=out["grad_sigma"][:n], virial=np.asarray(out["virial"]),
+            member_forces=out["member_forces"][:, :n] if members else None,
+            member_virials=np.asarray(out["member_virials"]) if members else None)

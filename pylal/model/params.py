@@ -1,0 +1,113 @@
+"""The one parameter file: basis spec + posterior mean + committee, read by LAMMPS, ASE and the server.
+
+Format `pylal-params/1`: an .npz holding arrays `mean` (D,), `committee` (K, D) and `header`, a JSON
+string with the basis spec, species, cutoff, fit hyperparameters, noise precision lambda, version,
+and a sha256 content hash over the arrays and the rest of the header. Writes are atomic (temporary
+file + rename) so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from pylal.model.basis import BasisSpec
+
+FORMAT = "pylal-params/1"
+
+
+class ParameterFileError(ValueError):
+    """A parameter file is missing, corrupt, of another format, or fails its hash check."""
+
+
+@dataclasses.dataclass
+class Parameters:
+    spec: BasisSpec
+    mean: np.ndarray  # posterior mean c_bar, (D,)
+    committee: np.ndarray  # posterior samples c^k, (K, D)
+    noise_precision: float  # lambda of HAL eq. 5 (precision of the weighted fit residuals)
+    version: int = 0
+    hyper: dict = dataclasses.field(default_factory=dict)  # fit settings and evidence hyperparameters
+
+    def __post_init__(self):
+        self.mean = np.asarray(self.mean, dtype=np.float64)
+        self.committee = np.atleast_2d(np.asarray(self.committee, dtype=np.float64))
+        d = self.spec.size
+        if self.mean.shape != (d,) or self.committee.shape[1] != d:
+            raise ParameterFileError(
+                f"coefficient shapes {self.mean.shape}, {self.committee.shape} do not match basis size {d}"
+            )
+
+    @property
+    def n_members(self) -> int:
+        return self.committee.shape[0]
+
+    def _header(self) -> dict:
+        return {
+            "format": FORMAT,
+            "basis": self.spec.to_dict(),
+            "species": list(self.spec.species),
+            "r_cut": self.spec.r_cut,
+            "noise_precision": float(self.noise_precision),
+            "version": int(self.version),
+            "n_members": self.n_members,
+            "hyper": self.hyper,
+        }
+
+    @property
+    def content_hash(self) -> str:
+        return _hash(self._header(), self.mean, self.committee)
+
+    def save(self, path) -> str:
+        """Write atomically; returns the content hash."""
+        path = Path(path)
+        header = self._header()
+        header["hash"] = _hash(header, self.mean, self.committee)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, mean=self.mean, committee=self.committee,
+                         header=np.array(json.dumps(header, sort_keys=True)))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return header["hash"]
+
+    @classmethod
+    def load(cls, path) -> "Parameters":
+        path = Path(path)
+        if not path.is_file():
+            raise ParameterFileError(f"parameter file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                mean, committee = z["mean"], z["committee"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise ParameterFileError(f"parameter file {path} is corrupt or not a pylal file: {e}") from e
+        if header.get("format") != FORMAT:
+            raise ParameterFileError(f"parameter file {path}: format {header.get('format')!r}, expected {FORMAT!r}")
+        stored = header.pop("hash", None)
+        if stored != _hash(header, mean, committee):
+            raise ParameterFileError(f"parameter file {path}: content hash mismatch (file damaged?)")
+        return cls(spec=BasisSpec.from_dict(header["basis"]), mean=mean, committee=committee,
+                   noise_precision=header["noise_precision"], version=header["version"],
+                   hyper=header.get("hyper", {}))
+
+
+def _hash(header: dict, mean: np.ndarray, committee: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in header.items() if k != "hash"}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(mean, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(committee, dtype=np.float64).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,45 @@
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from pylal.model.basis import BasisSpec
+from pylal.model.params import Parameters
+
+
+def random_parameters(spec: BasisSpec, n_members=8, seed=0, spread=0.3) -> Parameters:
+    """Coefficients of order 1/|feature| so energies are O(1) eV per atom; a committee around them."""
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(size=spec.size) * 1e-2
+    committee = mean * (1 + spread * rng.normal(size=(n_members, spec.size)))
+    return Parameters(spec, mean, committee, noise_precision=1e3)
+
+
+@pytest.fixture
+def si_spec():
+    return BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3)
+
+
+@pytest.fixture
+def sic_spec():
+    return BasisSpec(species=("Si", "C"), r_cut=3.5, n_max=4, l_max=2, prior=(1.0, 1.6))
+
+
+@pytest.fixture
+def si_cell():
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.rattle(0.15, seed=3)
+    return atoms
+
+
+@pytest.fixture
+def sic_cell():
+    atoms = bulk("Si", "diamond", 5.2, cubic=True)
+    atoms.symbols[[1, 4, 6]] = "C"
+    atoms.cell[0, 1] = 0.4  # triclinic
+    atoms.rattle(0.15, seed=4)
+    return atoms

@@ -1,0 +1,157 @@
+"""Physics of the committee potential: invariances, smoothness, derivatives by finite differences."""
+import numpy as np
+import pytest
+from ase import Atoms
+from scipy.spatial.transform import Rotation
+
+from pylal.calculator import PylalCalculator
+from pylal.model.neighbors import ase_pairs
+from tests.conftest import random_parameters
+
+
+def calc_for(spec, tau=0.0, seed=0):
+    return PylalCalculator(random_parameters(spec, seed=seed), tau=tau, check_every=1)
+
+
+def evaluate(calc, atoms):
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return (atoms.get_potential_energy(), atoms.get_forces(), calc.results["sigma"],
+            calc.results["f_i"])
+
+
+@pytest.mark.parametrize("cell", ["si_cell", "sic_cell"])
+def test_invariance_rotation_translation_permutation(cell, request, si_spec, sic_spec):
+    atoms = request.getfixturevalue(cell)
+    spec = si_spec if cell == "si_cell" else sic_spec
+    calc = calc_for(spec, tau=0.3)
+    e0, f0, s0, fi0 = evaluate(calc, atoms)
+
+    rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    rotated = atoms.copy()
+    rotated.set_cell(atoms.cell.array @ rot.T, scale_atoms=True)
+    e, f, s, fi = evaluate(calc, rotated)
+    assert e == pytest.approx(e0, rel=1e-10, abs=1e-10)
+    assert s == pytest.approx(s0, rel=1e-10)
+    np.testing.assert_allclose(f, f0 @ rot.T, atol=1e-9)
+    np.testing.assert_allclose(fi, fi0, atol=1e-9)
+
+    shifted = atoms.copy()
+    shifted.positions += [0.7, -2.3, 11.0]
+    e, f, s, _ = evaluate(calc, shifted)
+    assert e == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(f, f0, atol=1e-9)
+
+    perm = np.random.default_rng(1).permutation(len(atoms))
+    permuted = atoms[perm]
+    e, f, s, fi = evaluate(calc, permuted)
+    assert e == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(f, f0[perm], atol=1e-9)
+    np.testing.assert_allclose(fi, fi0[perm], atol=1e-9)
+
+
+def test_periodic_images_supercell(si_spec, si_cell):
+    """A 2x1x2 supercell has 4x the energy and committee spread, and tiled forces."""
+    calc = calc_for(si_spec)
+    e0, f0, _, _ = evaluate(calc, si_cell)
+    sc = si_cell.repeat((2, 1, 2))
+    e, f, _, _ = evaluate(calc, sc)
+    assert e == pytest.approx(4 * e0, rel=1e-10)
+    np.testing.assert_allclose(f, np.tile(f0, (4, 1)), atol=1e-9)
+    # sigma~^2 - 1/lambda scales with the square of the cell size (committee energies are extensive)
+    e_k0 = calc.results["energies_committee"]
+    assert np.all(np.isfinite(e_k0))
+
+
+def test_smooth_at_cutoff(si_spec):
+    """Energy and force of a dimer vanish continuously as r crosses the cutoff."""
+    calc = calc_for(si_spec)
+    rc = si_spec.r_cut
+
+    def dimer(r):
+        a = Atoms("Si2", positions=[[0, 0, 0], [r, 0, 0]], cell=[20, 20, 20], pbc=False)
+        a.calc = calc
+        e1 = Atoms("Si", positions=[[0, 0, 0]], cell=[20, 20, 20], pbc=False)
+        e1.calc = calc
+        return a.get_potential_energy() - 2 * e1.get_potential_energy(), a.get_forces()[1, 0]
+
+    for d in (1e-2, 1e-3):
+        e_in, f_in = dimer(rc - d)
+        e_out, f_out = dimer(rc + d)
+        assert e_out == pytest.approx(0.0, abs=1e-12) and f_out == pytest.approx(0.0, abs=1e-12)
+        assert abs(e_in) < 50 * d**3 and abs(f_in) < 50 * d**2
+    # inside, it is not trivially zero
+    assert abs(dimer(rc - 0.8)[0]) > 1e-6
+
+
+def _fd_check(fun, x0, analytic, h=1e-5):
+    num = np.zeros_like(x0)
+    for idx in np.ndindex(x0.shape):
+        xp, xm = x0.copy(), x0.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        num[idx] = (fun(xp) - fun(xm)) / (2 * h)
+    err = np.linalg.norm(num - analytic) / np.linalg.norm(analytic)
+    assert err <= 1e-6, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("cell", ["si_cell", "sic_cell"])
+def test_forces_bias_and_virial_by_finite_differences(cell, request, si_spec, sic_spec):
+    atoms = request.getfixturevalue(cell)
+    spec = si_spec if cell == "si_cell" else sic_spec
+    # a close contact so that the ZBL prior is active as well
+    atoms.positions[1] = atoms.positions[0] + [0.8, 0.6, 0.5]
+    tau = 0.4
+    calc = calc_for(spec, tau=tau)
+    a = atoms.copy()
+    a.calc = calc
+
+    def energy_hal(pos):
+        a.positions = pos.reshape(-1, 3)
+        return a.get_potential_energy()
+
+    def sigma(pos):
+        a.positions = pos.reshape(-1, 3)
+        a.get_potential_energy()
+        return calc.results["sigma"]
+
+    pos0 = atoms.positions.copy()
+    a.positions = pos0
+    forces = a.get_forces().copy()
+    res = calc.model.step(ase_pairs(a, spec.r_cut, spec.species), tau=tau)
+    _fd_check(energy_hal, pos0.ravel(), -forces.ravel())
+    _fd_check(sigma, pos0.ravel(), res.grad_sigma.ravel())
+
+    # virial = -dE/d(strain) (LAMMPS convention W = -V sigma_ASE), by finite strain
+    a.positions = pos0
+    stress = a.get_stress(voigt=False).copy()
+    cell0 = atoms.cell.array.copy()
+
+    def energy_strained(eps_flat):
+        eps = eps_flat.reshape(3, 3)
+        b = atoms.copy()
+        b.set_cell(cell0 @ (np.eye(3) + eps).T, scale_atoms=True)
+        b.calc = calc
+        return b.get_potential_energy()
+
+    _fd_check(energy_strained, np.zeros(9), stress.ravel() * atoms.get_volume())
+
+
+def test_member_forces_and_f_i(si_spec, si_cell):
+    """Member forces from the batched pass equal forces of single-member models; f_i by eq. 6."""
+    from pylal.model.params import Parameters
+    from pylal.model.committee import CommitteeModel
+    params = random_parameters(si_spec, n_members=4)
+    model = CommitteeModel(params)
+    pairs = ase_pairs(si_cell, si_spec.r_cut, si_spec.species)
+    res = model.step(pairs, members=True)
+    for k in range(4):
+        single = Parameters(si_spec, params.committee[k], params.committee[k][None], 1e3)
+        rk = CommitteeModel(single).step(pairs)
+        np.testing.assert_allclose(res.member_forces[k], rk.forces_mean, atol=1e-10)
+        assert res.e_members[k] + res.e_prior == pytest.approx(rk.energy, rel=1e-12)
+    spread = np.mean([np.linalg.norm(res.member_forces[k] - res.forces_mean, axis=1) for k in range(4)], axis=0)
+    eps = np.linalg.norm(res.forces_mean, axis=1).mean()
+    from pylal.hal.physics import relative_force_uncertainty
+    f = relative_force_uncertainty(res.member_forces, res.forces_mean, eps)
+    np.testing.assert_allclose(f, spread / (np.linalg.norm(res.forces_mean, axis=1) + eps))
