@@ -30,12 +30,13 @@ def snapshot(atoms):
 
 def oracle_md(atoms, calculator, temperature, n_samples, stride=50, equilibrate=200,
               timestep_fs=2.0, friction=0.02, seed=0):
-    """Labelled snapshots of Langevin MD at `temperature` (K) on the reference calculator."""
+    """Labelled snapshots of Langevin MD at `temperature` (K) on the reference; friction in 1/fs."""
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=friction, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=friction / units.fs,
+                   rng=rng)
     dyn.run(equilibrate)
     out = []
     for _ in range(n_samples):

@@ -60,31 +60,56 @@ def stress_to_virial(atoms) -> np.ndarray:
     return -atoms.get_stress(voigt=False) * atoms.get_volume()
 
 
-def build_design(spec: BasisSpec, configurations, weights: Weights = Weights()):
-    """Stack rows for labelled ase.Atoms (energy, forces and, when present, stress).
-
-    Returns Psi (rows, D), y (rows,), and the row kind ('E', 'F', 'V') of every row."""
+def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights()):
+    """Rows, targets and row kinds ('E', 'F', 'V') of one labelled ase.Atoms."""
+    n = len(atoms)
+    b, f_cols, w_cols, e_prior, f_prior, w_prior = configuration_blocks(spec, atoms)
+    results = atoms.calc.results if atoms.calc is not None else {}
     rows, targets, kinds = [], [], []
-    for atoms in configurations:
-        n = len(atoms)
-        b, f_cols, w_cols, e_prior, f_prior, w_prior = configuration_blocks(spec, atoms)
-        results = atoms.calc.results if atoms.calc is not None else {}
-        if "energy" in results:
-            s = np.sqrt(weights.energy) / n
-            rows.append(s * b[None])
-            targets.append([s * (atoms.get_potential_energy() - e_prior)])
-            kinds.append("E")
-        if "forces" in results:
-            s = np.sqrt(weights.forces)
-            rows.append(s * f_cols.reshape(3 * n, -1))
-            targets.append(s * (atoms.get_forces() - f_prior).reshape(-1))
-            kinds.extend("F" * 3 * n)
-        if "stress" in results and weights.virial > 0 and atoms.pbc.all():
-            s = np.sqrt(weights.virial) / n
-            w_ref = stress_to_virial(atoms) - w_prior
-            rows.append(s * np.stack([w_cols[a, b_] for a, b_ in VOIGT]))
-            targets.append(s * np.array([w_ref[a, b_] for a, b_ in VOIGT]))
-            kinds.extend("V" * 6)
+    if "energy" in results:
+        s = np.sqrt(weights.energy) / n
+        rows.append(s * b[None])
+        targets.append([s * (atoms.get_potential_energy() - e_prior)])
+        kinds.append("E")
+    if "forces" in results:
+        s = np.sqrt(weights.forces)
+        rows.append(s * f_cols.reshape(3 * n, -1))
+        targets.append(s * (atoms.get_forces() - f_prior).reshape(-1))
+        kinds.extend("F" * 3 * n)
+    if "stress" in results and weights.virial > 0 and atoms.pbc.all():
+        s = np.sqrt(weights.virial) / n
+        w_ref = stress_to_virial(atoms) - w_prior
+        rows.append(s * np.stack([w_cols[i, j] for i, j in VOIGT]))
+        targets.append(s * np.array([w_ref[i, j] for i, j in VOIGT]))
+        kinds.extend("V" * 6)
     if not rows:
-        raise ValueError("build_design: no labelled configurations (need energy/forces/stress results)")
+        raise ValueError("configuration has no energy, forces or stress results to fit")
     return np.concatenate(rows), np.concatenate([np.ravel(t) for t in targets]), np.array(kinds)
+
+
+class DesignSet:
+    """Design rows accumulated configuration by configuration (each basis evaluation done once)."""
+
+    def __init__(self, spec: BasisSpec, weights: Weights = Weights()):
+        self.spec, self.weights = spec, weights
+        self.blocks: list = []
+
+    def add(self, atoms):
+        self.blocks.append(configuration_rows(self.spec, atoms, self.weights))
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def arrays(self):
+        if not self.blocks:
+            raise ValueError("no labelled configurations to fit")
+        psi, y, kinds = zip(*self.blocks)
+        return np.concatenate(psi), np.concatenate(y), np.concatenate(kinds)
+
+
+def build_design(spec: BasisSpec, configurations, weights: Weights = Weights()):
+    """Psi (rows, D), y (rows,), row kinds for a list of labelled ase.Atoms."""
+    design = DesignSet(spec, weights)
+    for atoms in configurations:
+        design.add(atoms)
+    return design.arrays()

@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.hal import physics as hal
-from pylal.model.basis import BasisSpec, atomic_features
+from pylal.model.basis import BasisSpec, atomic_features, features_and_pair_jacobian
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
 from pylal.model.prior import species_charges, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
+_COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -75,7 +76,7 @@ class StepResult:
         return hal.hal_energy(self.energy, self.tau, self.sigma)
 
 
-def _step(spec: BasisSpec, charges, with_members: bool, reduce_sum, n_atoms: int,
+def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
           vectors, centers, neighbors, species, center_mask, pair_mask,
           mean, committee, noise_precision, tau):
     TRACE_COUNTS["committee_step"] += 1  # runs once per compilation
@@ -94,7 +95,11 @@ def _step(spec: BasisSpec, charges, with_members: bool, reduce_sum, n_atoms: int
         # full list: each pair seen from both atoms, so half the pair energy per entry
         return 0.5 * jnp.sum(pair_mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
 
-    feats, pullback = jax.vjp(learned_features, vectors)
+    with_members = mode == "members"
+    if with_members:  # explicit pair Jacobians: forces for all K + 2 vectors in matrix products
+        feats, jac = features_and_pair_jacobian(spec, vectors, centers, neighbor_species, n_centers)
+    else:  # one reverse pass with 1 (mean) or 2 (mean, w) cotangents
+        feats, pullback = jax.vjp(learned_features, vectors)
     feats = feats * center_mask[:, None]
     s, dp = spec.n_species, spec.n_per_species
     b_local = jax.ops.segment_sum(feats, center_species, num_segments=s).reshape(-1)
@@ -106,10 +111,15 @@ def _step(spec: BasisSpec, charges, with_members: bool, reduce_sum, n_atoms: int
 
     sigma = hal.committee_sigma(e_members, e_mean, noise_precision)
     w = hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)
-    stack = [mean[None], w[None]] + ([committee] if with_members else [])
+    stack = [mean[None]] + ([w[None]] if mode != "mean" else []) + ([committee] if with_members else [])
     coefs = jnp.concatenate(stack).reshape(-1, s, dp)
-    cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
-    (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
+    if with_members:
+        pair_species = center_species[centers]
+        grads = sum(jnp.where((pair_species == k)[None, :, None],
+                              jnp.einsum("pfa,mf->mpa", jac, coefs[:, k]), 0.0) for k in range(s))
+    else:
+        cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
+        (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
     grads = grads * pair_mask[None, :, None]
 
     def to_forces(g):  # r_ij = x_j - x_i  ->  F_i += dE/dr_ij, F_j -= dE/dr_ij
@@ -120,10 +130,11 @@ def _step(spec: BasisSpec, charges, with_members: bool, reduce_sum, n_atoms: int
         return -jnp.einsum("pa,pb->ab", vectors, g)
 
     g_mean = grads[0] + g_prior * pair_mask[:, None]
-    g_hal = g_mean - tau * grads[1]
+    g_sigma = grads[1] if mode != "mean" else jnp.zeros_like(g_mean)
+    g_hal = g_mean - tau * g_sigma
     out = dict(e_members=e_members, e_mean=e_mean, e_prior=e_prior, sigma=sigma,
                forces=to_forces(g_hal), forces_mean=to_forces(g_mean),
-               grad_sigma=-to_forces(grads[1]), virial=to_virial(g_hal))
+               grad_sigma=-to_forces(g_sigma), virial=to_virial(g_hal))
     if with_members:
         g_members = grads[2:] + g_prior * pair_mask[:, None]
         out["member_forces"] = jax.vmap(to_forces)(g_members)
@@ -141,7 +152,6 @@ class CommitteeModel:
     def __init__(self, params: Parameters, reduce_sum=None):
         self.padder = Padder()
         self._reduce = reduce_sum
-        self._jitted = {}
         self.set_parameters(params)
 
     def set_parameters(self, params: Parameters):
@@ -151,11 +161,10 @@ class CommitteeModel:
         self._mean = jnp.asarray(params.mean)
         self._committee = jnp.asarray(params.committee)
         self._noise = jnp.asarray(float(params.noise_precision))
-        self._charges = jnp.asarray(species_charges(self.spec.species))
 
-    def _compiled(self, with_members: bool, n_atoms: int):
-        key = (self.spec, with_members, n_atoms)
-        if key not in self._jitted:
+    def _compiled(self, mode: str, n_atoms: int):
+        key = (self.spec, mode, n_atoms, self._reduce)
+        if key not in _COMPILED:
             reduce_sum = None
             if self._reduce is not None:
                 host = self._reduce
@@ -164,11 +173,17 @@ class CommitteeModel:
                     return jax.experimental.io_callback(
                         lambda a: np.asarray(host(np.asarray(a)), dtype=np.float64),
                         jax.ShapeDtypeStruct(x.shape, x.dtype), x, ordered=True)
-            fn = functools.partial(_step, self.spec, self._charges, with_members, reduce_sum, n_atoms)
-            self._jitted[key] = jax.jit(fn)
-        return self._jitted[key]
+            charges = jnp.asarray(species_charges(self.spec.species))
+            fn = functools.partial(_step, self.spec, charges, mode, reduce_sum, n_atoms)
+            _COMPILED[key] = jax.jit(fn)
+        return _COMPILED[key]
 
-    def step(self, pairs: PairList, tau: float = 0.0, members: bool = False) -> StepResult:
+    def step(self, pairs: PairList, tau: float = 0.0, members: bool = False, bias: bool = True) -> StepResult:
+        """members: also each member's forces (for f_i); bias=False: mean forces only (a plain
+        potential step, grad_sigma left zero; tau must be 0)."""
+        if not bias and (tau != 0.0 or members):
+            raise ValueError("step: bias=False needs tau == 0 and members=False")
+        mode = "members" if members else ("hal" if bias else "mean")
         n_a = self.padder.size("atoms", pairs.n_atoms)
         n_c = self.padder.size("centers", pairs.n_centers)
         n_p = self.padder.size("pairs", pairs.n_pairs)
@@ -187,7 +202,7 @@ class CommitteeModel:
         center_mask[: pairs.n_centers] = 1.0
         pair_mask = np.zeros(n_p)
         pair_mask[:P] = 1.0
-        out = self._compiled(members, n_a)(
+        out = self._compiled(mode, n_a)(
             vectors, centers, neighbors, species, center_mask, pair_mask,
             self._mean, self._committee, self._noise, float(tau))
         out = jax.device_get(out)
