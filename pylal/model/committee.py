@@ -7,7 +7,7 @@ w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma) (HAL eqs. 9-10), so a HAL step 
 with one extra cotangent (w, needed separately for adaptive tau). Per-member forces for f_i
 (HAL eq. 6) stack the K member vectors into the same batched reverse pass.
 
-Atom and pair counts are padded to size buckets (see `Padder`) so MD does not recompile.
+Atom and pair counts are padded to size buckets (see `bucket`) so MD does not recompile.
 """
 from __future__ import annotations
 
@@ -27,26 +27,14 @@ from pylal.model.prior import species_charges, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
+_PAIR_CAPACITY: dict = {}  # padded pair count per padded atom count; grows only, with headroom
 
 
 def bucket(n: int, minimum: int = 16) -> int:
-    """Round n up to m * 2^k with 8 <= m < 16 (steps of at most 1/8)."""
+    """Padded size: n rounded up to m * 2^k with 8 <= m < 16 (steps of at most 1/8)."""
     n = max(int(n), minimum)
     step = 1 << max(0, n.bit_length() - 4)
     return -(-n // step) * step
-
-
-class Padder:
-    """Keeps padded sizes; grows to a new bucket (with 10% headroom) only when a count exceeds it."""
-
-    def __init__(self):
-        self.sizes: dict[str, int] = {}
-
-    def size(self, name: str, n: int) -> int:
-        current = self.sizes.get(name, 0)
-        if n > current or n < current // 2:
-            self.sizes[name] = bucket(int(n * 1.1) + 1)
-        return self.sizes[name]
 
 
 @dataclasses.dataclass
@@ -150,7 +138,6 @@ class CommitteeModel:
     """
 
     def __init__(self, params: Parameters, reduce_sum=None):
-        self.padder = Padder()
         self._reduce = reduce_sum
         self.set_parameters(params)
 
@@ -184,10 +171,11 @@ class CommitteeModel:
         if not bias and (tau != 0.0 or members):
             raise ValueError("step: bias=False needs tau == 0 and members=False")
         mode = "members" if members else ("hal" if bias else "mean")
-        n_a = self.padder.size("atoms", pairs.n_atoms)
-        n_c = self.padder.size("centers", pairs.n_centers)
-        n_p = self.padder.size("pairs", pairs.n_pairs)
-        n_a = max(n_a, n_c)
+        n_c = bucket(pairs.n_centers)
+        n_a = max(bucket(pairs.n_atoms), n_c)
+        n_p = _PAIR_CAPACITY.get((n_c, n_a), 0)
+        if pairs.n_pairs > n_p:  # pair counts fluctuate in MD: grow by a bucket with 25% headroom
+            n_p = _PAIR_CAPACITY[(n_c, n_a)] = bucket(int(1.25 * pairs.n_pairs))
         P = pairs.n_pairs
         vectors = np.zeros((n_p, 3))
         vectors[:, 0] = 2.0 * self.spec.r_cut  # padded pairs lie beyond the cutoff: zero features
