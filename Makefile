@@ -11,7 +11,7 @@ export XLA_FLAGS := --xla_cpu_multi_thread_eigen=false intra_op_parallelism_thre
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml CMakeLists.txt $(shell find pylal plugin -type f 2>/dev/null)
+$(STAMP): pyproject.toml CMakeLists.txt $(shell find pylal plugin -type f -not -path '*/__pycache__/*' 2>/dev/null)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet ".[test,xtb]"

@@ -35,7 +35,7 @@ def oracle_md(atoms, calculator, temperature, n_samples, stride=50, equilibrate=
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=friction / units.fs,
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=friction / units.fs, fixcm=False,
                    rng=rng)
     dyn.run(equilibrate)
     out = []

@@ -36,7 +36,7 @@ class LoopSettings:
     tau_window: int = 100
     n_members: int = 32
     s_tol: float | None = None  # softmax criterion (eq. 8); 1/N-like for large cells
-    f_tol: float | None = 0.4  # max_i f_i (eq. 7), size independent
+    f_tol: float | None = 0.1  # max_i f_i (eq. 7), size independent
     check_every: int = 5  # steps between f_i evaluations
     stable_steps: int = 2000  # stop when this many HAL-MD steps pass without a flag
     max_labels: int = 60
@@ -81,7 +81,7 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
     dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature,
-                   friction=settings.friction / units.fs, rng=rng)
+                   friction=settings.friction / units.fs, fixcm=False, rng=rng)
     history = []
     since_flag, total_steps, f_max = 0, 0, 0.0
     log(f"{'iter':>4} {'labels':>6} {'steps':>7} {'tau':>9} {'max_f_i':>8} {'rmse_F':>8}  (eV/A)")
