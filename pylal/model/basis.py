@@ -110,7 +110,6 @@ def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_cente
     centers: (P,) centre index in [0, n_centers); neighbor_species: (P,) species index.
     """
     c = spec.n_channels
-    lm = (spec.l_max + 1) ** 2
     r = jnp.linalg.norm(vectors, axis=-1)
     radial = radial_basis(spec, r)  # (P, N)
     ylm = sphericart_jax.spherical_harmonics(vectors, spec.l_max)  # (P, LM)
@@ -126,7 +125,6 @@ def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_cente
         a_l = density[:, :, l * l : (l + 1) * (l + 1)]
         p_l = jnp.einsum("icm,idm->icd", a_l, a_l)
         blocks.append(p_l[:, iu, ju])
-    del lm
     return jnp.concatenate(blocks, axis=1)
 
 

@@ -114,7 +114,7 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
         return (jax.ops.segment_sum(g, centers, num_segments=n_atoms)
                 - jax.ops.segment_sum(g, neighbors, num_segments=n_atoms))
 
-    def to_virial(g):  # LAMMPS: W = sum r_ij (x) f_ij with r_ij = x_i - x_j, f_ij = -dE/dx_i ... = -r (x) g
+    def to_virial(g):  # LAMMPS W = sum_pairs (x_i - x_j) (x) f_i = -sum_p r_p (x) dE/dr_p
         return -jnp.einsum("pa,pb->ab", vectors, g)
 
     g_mean = grads[0] + g_prior * pair_mask[:, None]
