@@ -55,7 +55,8 @@ class PylalCalculator(Calculator):
         pairs = ase_pairs(self.atoms, self.model.spec.r_cut, self.model.spec.species)
         check = self.check_every > 0 and self.n_calls % self.check_every == 0
         tau = self.tau
-        res = self.model.step(pairs, tau=tau, members=check)
+        biased = self.adaptive is not None or self.fixed_tau != 0.0  # else skip the grad-sigma pass
+        res = self.model.step(pairs, tau=tau, members=check, bias=biased or check)
         self.n_calls += 1
         if self.adaptive is not None:
             self.adaptive.update(np.linalg.norm(res.forces_mean, axis=1).sum(),

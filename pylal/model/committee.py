@@ -5,7 +5,8 @@ basis B, and every force is one reverse pass through the basis with a coefficien
 cotangent. The HAL force -grad(E_bar - tau sigma) = -(c_bar - tau w) . grad B with
 w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma) (HAL eqs. 9-10), so a HAL step is the mean step
 with one extra cotangent (w, needed separately for adaptive tau). Per-member forces for f_i
-(HAL eq. 6) stack the K member vectors into the same batched reverse pass.
+(HAL eq. 6) come from the explicit pair Jacobian dB/dr contracted with all K + 2 coefficient
+vectors in one matrix product (`features_and_pair_jacobian`).
 
 Atom and pair counts are padded to size buckets (see `bucket`) so MD does not recompile.
 """
