@@ -53,6 +53,7 @@ class StepResult:
     virial: np.ndarray  # (3, 3) LAMMPS convention, sum r_ij (x) f_ij, includes the bias
     member_forces: np.ndarray | None = None  # (K, n_atoms, 3) prior + member k (unbiased)
     member_virials: np.ndarray | None = None  # (K, 3, 3) prior + member k
+    atom_sigma: np.ndarray | None = None  # (n_centers,) std over members of each atom's energy
 
     @property
     def energy(self) -> float:
@@ -66,8 +67,11 @@ class StepResult:
 
 
 def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
-          vectors, centers, neighbors, species, center_mask, pair_mask,
+          vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask,
           mean, committee, noise_precision, tau):
+    # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
+    # energy_mask: centres whose energies count in E (the owned atoms; a subset when ghost
+    # centres are evaluated only to complete the forces on owned atoms).
     TRACE_COUNTS["committee_step"] += 1  # runs once per compilation
     n_centers = center_mask.shape[0]
     center_species = species[:n_centers]
@@ -76,23 +80,23 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
     def learned_features(v):
         return atomic_features(spec, v, centers, neighbor_species, n_centers)
 
-    def prior_energy(v):
+    def prior_energies(v, mask):
         if spec.prior is None:
             return jnp.zeros(())
         r = jnp.linalg.norm(v, axis=-1)
         z_i, z_j = charges[center_species[centers]], charges[neighbor_species]
         # full list: each pair seen from both atoms, so half the pair energy per entry
-        return 0.5 * jnp.sum(pair_mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
+        return 0.5 * jnp.sum(mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
 
     with_members = mode == "members"
     if with_members:  # explicit pair Jacobians: forces for all K + 2 vectors in matrix products
         feats, jac = features_and_pair_jacobian(spec, vectors, centers, neighbor_species, n_centers)
     else:  # one reverse pass with 1 (mean) or 2 (mean, w) cotangents
         feats, pullback = jax.vjp(learned_features, vectors)
-    feats = feats * center_mask[:, None]
     s, dp = spec.n_species, spec.n_per_species
-    b_local = jax.ops.segment_sum(feats, center_species, num_segments=s).reshape(-1)
-    e_prior_local, g_prior = jax.value_and_grad(prior_energy)(vectors)
+    b_local = jax.ops.segment_sum(feats * energy_mask[:, None], center_species, num_segments=s).reshape(-1)
+    e_prior_local = prior_energies(vectors, pair_mask * energy_mask[centers])
+    g_prior = jax.grad(prior_energies)(vectors, pair_mask)
 
     local = jnp.concatenate([committee @ b_local, (mean @ b_local)[None], e_prior_local[None]])
     total = local if reduce_sum is None else reduce_sum(local)
@@ -128,6 +132,8 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
         g_members = grads[2:] + g_prior * pair_mask[:, None]
         out["member_forces"] = jax.vmap(to_forces)(g_members)
         out["member_virials"] = jax.vmap(to_virial)(g_members)
+        delta = (committee - mean).reshape(-1, s, dp)[:, center_species, :]  # (K, n_c, dp)
+        out["atom_sigma"] = jnp.sqrt(jnp.mean(jnp.einsum("kcf,cf->kc", delta, feats) ** 2, axis=0))
     return out
 
 
@@ -166,9 +172,11 @@ class CommitteeModel:
             _COMPILED[key] = jax.jit(fn)
         return _COMPILED[key]
 
-    def step(self, pairs: PairList, tau: float = 0.0, members: bool = False, bias: bool = True) -> StepResult:
+    def step(self, pairs: PairList, tau: float = 0.0, members: bool = False, bias: bool = True,
+             n_energy_centers: int | None = None) -> StepResult:
         """members: also each member's forces (for f_i); bias=False: mean forces only (a plain
-        potential step, grad_sigma left zero; tau must be 0)."""
+        potential step, grad_sigma left zero; tau must be 0). n_energy_centers: only the first
+        that many centres count in the energies (default all); the others still add forces."""
         if not bias and (tau != 0.0 or members):
             raise ValueError("step: bias=False needs tau == 0 and members=False")
         mode = "members" if members else ("hal" if bias else "mean")
@@ -189,10 +197,12 @@ class CommitteeModel:
         species[: pairs.n_atoms] = pairs.species
         center_mask = np.zeros(n_c)
         center_mask[: pairs.n_centers] = 1.0
+        energy_mask = np.zeros(n_c)
+        energy_mask[: pairs.n_centers if n_energy_centers is None else n_energy_centers] = 1.0
         pair_mask = np.zeros(n_p)
         pair_mask[:P] = 1.0
         out = self._compiled(mode, n_a)(
-            vectors, centers, neighbors, species, center_mask, pair_mask,
+            vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask,
             self._mean, self._committee, self._noise, float(tau))
         out = jax.device_get(out)
         n = pairs.n_atoms
@@ -202,4 +212,5 @@ class CommitteeModel:
             forces=out["forces"][:n], forces_mean=out["forces_mean"][:n],
             grad_sigma=out["grad_sigma"][:n], virial=np.asarray(out["virial"]),
             member_forces=out["member_forces"][:, :n] if members else None,
-            member_virials=np.asarray(out["member_virials"]) if members else None)
+            member_virials=np.asarray(out["member_virials"]) if members else None,
+            atom_sigma=out["atom_sigma"][: pairs.n_centers] if members else None)

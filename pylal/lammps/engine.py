@@ -1,0 +1,326 @@
+"""The per-rank engine behind `fix pylal` (C++ plugin) and the python/invoke callback.
+
+Each step LAMMPS calls, on every rank:
+  evaluate()  owned + ghost atoms and the pairs of LAMMPS's full list (owned centres only).
+              Returns a buffer (n_all, ncol) of forces on owned AND ghost atoms; the caller
+              reverse-communicates it (sums ghost rows onto their owners).
+              Columns: [F_HAL | grad sigma (when biased) | F^k for k = 1..K (check steps)].
+              The K committee energies are summed over ranks inside the jitted step (one
+              allreduce), so E_bar, sigma and the bias coefficients are global.
+  finish()    the owned rows, now complete: adds F_HAL to LAMMPS's forces, updates adaptive tau
+              (global sums), and on check steps computes f_i (HAL eq. 6), reduces max f_i and
+              sum exp(f_i) over ranks (eq. 8) so that every rank takes the same decision, and
+              writes a flagged configuration (gathered to rank 0).
+Scalars go back through `stat`, a small float64 array owned by the caller (layout below).
+
+Re-evaluating a step (LAMMPS's setup after `run`, `read_restart`) reuses that step's tau and
+neither updates tau nor flags again, so `run 100; run 100` equals `run 200`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _pin_threads():
+    """One thread per MPI rank: unpinned XLA/BLAS threads oversubscribe the cores (the toolchain
+    notes measured a 30x slowdown with 2 ranks on 2 cores). Only before jax is imported."""
+    if "jax" in sys.modules:
+        return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+_pin_threads()
+
+import numpy as np  # noqa: E402
+
+from pylal.hal import physics as hal  # noqa: E402
+from pylal.lammps.flags import build_atoms, write_flag  # noqa: E402
+from pylal.lammps.settings import FixArgumentError, parse_fix_args  # noqa: E402
+from pylal.model.committee import CommitteeModel  # noqa: E402
+from pylal.model.neighbors import PairList  # noqa: E402
+from pylal.model.params import ParameterFileError, Parameters  # noqa: E402
+
+# stat[] layout shared with plugin/fix_pylal.cpp
+STAT_E_HAL, STAT_E, STAT_SIGMA, STAT_TAU, STAT_F_MAX, STAT_SOFTMAX, STAT_FLAGS, STAT_VERSION = range(8)
+STAT_VIRIAL = 8  # 6 entries: xx yy zz xy xz yz of this rank's pairs
+STAT_STOP, STAT_MESSAGES, STAT_R_CUT, STAT_SWAPS = 14, 15, 16, 17
+STAT_SIZE = 24
+
+STATE_FORMAT = "pylal-fix-state/1"
+
+
+def _view(buffer, dtype, shape):
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+class Engine:
+    def __init__(self, args: list[str], comm=None, ntypes: int | None = None):
+        """args: the fix arguments after `pylal`; comm: mpi4py communicator of LAMMPS (None: serial)."""
+        self.comm = comm if comm is not None and comm.Get_size() > 1 else None
+        self.rank = comm.Get_rank() if comm is not None else 0
+        self.settings = parse_fix_args(args, ntypes)
+        params = self._load_collective(self.settings.params_path)
+        self._check_elements(params)
+        self.params_path = self.settings.params_path
+        self.model = CommitteeModel(params, reduce_sum=self._sum if self.comm else None)
+        s = self.settings
+        self.adaptive = hal.AdaptiveTau(s.tau_rel, s.tau_window) if s.tau_rel is not None else None
+        self.n_flags = 0
+        self.n_swaps = 0
+        self.last_flag_step: int | None = None
+        self.last_tau = (None, 0.0)  # (step, tau used at that step)
+        self.last_update_step: int | None = None  # last step added to adaptive tau's window
+        self.last_check_step: int | None = None
+        self.f_max = 0.0
+        self.softmax = 0.0
+        self.messages: list[str] = []
+        self._watch_stamp = self._stamp(s.watch) if self.rank == 0 else None
+        self._pending: dict | None = None
+
+    # ---- collective helpers -------------------------------------------------------------
+    def _sum(self, x):
+        x = np.array(x, dtype=np.float64, order="C")  # (0-d stays 0-d)
+        if self.comm is None:
+            return x
+        from mpi4py import MPI
+        out = np.empty_like(x)
+        self.comm.Allreduce(x, out, op=MPI.SUM)
+        return out
+
+    def _max(self, x):
+        if self.comm is None:
+            return x
+        from mpi4py import MPI
+        return self.comm.allreduce(float(x), op=MPI.MAX)
+
+    def _bcast(self, obj):
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
+    def _load_collective(self, path: str) -> Parameters:
+        """Rank 0 reads the file; every rank gets the parameters or raises the same error."""
+        result = None
+        if self.rank == 0:
+            try:
+                result = Parameters.load(path)
+            except ParameterFileError as err:
+                result = f"fix pylal: {err}"
+        result = self._bcast(result)
+        if isinstance(result, str):
+            raise FixArgumentError(result)
+        return result
+
+    def _check_elements(self, params: Parameters):
+        unknown = [e for e in self.settings.elements if e not in params.spec.species]
+        if unknown:
+            raise FixArgumentError(f"fix pylal: elements {unknown} are not in the parameter file "
+                                   f"{self.settings.params_path} (its species: {list(params.spec.species)})")
+        # LAMMPS type t (1-based) -> species index of the model
+        self.type_species = np.array([0] + [params.spec.species.index(e) for e in self.settings.elements],
+                                     dtype=np.int32)
+
+    # ---- what the caller needs to know ----------------------------------------------------
+    @property
+    def params(self) -> Parameters:
+        return self.model.params
+
+    @property
+    def r_cut(self) -> float:
+        return self.model.spec.r_cut
+
+    def max_columns(self) -> int:
+        """Widest force row evaluate() returns: F_HAL, grad sigma and K member forces."""
+        return 6 + 3 * self.params.n_members
+
+    def describe(self, stat_buffer) -> None:
+        stat = _view(stat_buffer, np.float64, (STAT_SIZE,))
+        stat[STAT_R_CUT] = self.r_cut
+        stat[STAT_VERSION] = self.params.version
+        stat[STAT_FLAGS] = self.n_flags
+
+    def log(self, text: str):
+        if self.rank == 0:
+            self.messages.append(f"fix pylal: {text}\n")
+
+    def pop_messages(self) -> str:
+        text, self.messages = "".join(self.messages), []
+        return text
+
+    # ---- hot-swap -----------------------------------------------------------------------
+    @staticmethod
+    def _stamp(path):
+        try:
+            st = os.stat(path)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except (OSError, TypeError):
+            return None
+
+    def _poll_parameters(self, step: int):
+        """Rank 0 looks at the watched file; a new hash is broadcast and swapped in on all ranks
+        at this same step."""
+        new = None
+        if self.rank == 0 and self.settings.watch is not None:
+            stamp = self._stamp(self.settings.watch)
+            if stamp is not None and stamp != self._watch_stamp:
+                self._watch_stamp = stamp
+                try:
+                    candidate = Parameters.load(self.settings.watch)
+                    if candidate.content_hash() != self.params.content_hash():
+                        new = candidate
+                except ParameterFileError as err:
+                    self.log(f"step {step}: ignoring unreadable parameter file ({err})")
+        new = self._bcast(new)
+        if new is not None:
+            self.swap(new, step, self.settings.watch)
+
+    def swap(self, params: Parameters, step: int, path: str | None = None):
+        """Switch to new parameters (every rank calls this at the same step)."""
+        old = self.model.spec
+        if (params.spec.r_cut > old.r_cut or params.spec.species != old.species
+                or params.n_members != self.params.n_members):
+            self.log(f"step {step}: not swapping to version {params.version}: its species, cutoff or "
+                     f"committee size differ from the running model's (restart LAMMPS for those)")
+            return
+        self.model.set_parameters(params)
+        self.n_swaps += 1
+        if path is not None:
+            self.params_path = path
+        self.log(f"step {step}: swapped in parameter version {params.version} ({params.content_hash()[:12]})")
+
+    # ---- per step -----------------------------------------------------------------------
+    def _tau_at(self, step: int) -> float:
+        if self.last_tau[0] == step:
+            return self.last_tau[1]
+        tau = self.adaptive.tau if self.adaptive is not None else self.settings.tau
+        self.last_tau = (step, tau)
+        return tau
+
+    def is_check_step(self, step: int) -> bool:
+        n = self.settings.check_every
+        return n > 0 and step % n == 0
+
+    def evaluate(self, step, n_local, n_all, x, types, tags, pair_i, pair_j, pair_vectors, box, stat,
+                 n_centers=None):
+        """Forces on owned + ghost atoms for this rank's pairs; returns the (n_all, ncol) buffer
+        to be reverse-communicated. n_centers: centres beyond the owned atoms (ghost centres that
+        only complete forces, used by the python/invoke path); default n_local."""
+        step = int(step)
+        check = self.is_check_step(step)
+        if check:
+            self._poll_parameters(step)
+        centers = np.frombuffer(pair_i, dtype=np.int32)
+        n_pairs = len(centers)
+        x = _view(x, np.float64, (n_all, 3))
+        types = _view(types, np.int32, (n_all,))
+        pairs = PairList(vectors=_view(pair_vectors, np.float64, (n_pairs, 3)), centers=centers,
+                         neighbors=_view(pair_j, np.int32, (n_pairs,)),
+                         species=self.type_species[types],
+                         n_centers=n_local if n_centers is None else int(n_centers))
+        tau = self._tau_at(step)
+        biased = self.adaptive is not None or tau != 0.0
+        res = self.model.step(pairs, tau=tau, members=check, bias=biased or check, n_energy_centers=n_local)
+
+        columns = [res.forces] + ([res.grad_sigma] if biased or check else [])
+        if check:
+            columns.append(np.transpose(res.member_forces, (1, 0, 2)).reshape(n_all, -1))
+        buf = np.ascontiguousarray(np.concatenate(columns, axis=1))
+
+        out = _view(stat, np.float64, (STAT_SIZE,))
+        out[STAT_E_HAL], out[STAT_E], out[STAT_SIGMA], out[STAT_TAU] = res.energy_hal, res.energy, res.sigma, tau
+        w = res.virial
+        out[STAT_VIRIAL:STAT_VIRIAL + 6] = (w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2])
+        out[STAT_VERSION] = self.params.version
+        out[STAT_R_CUT] = self.r_cut
+        out[STAT_SWAPS] = self.n_swaps
+        self._pending = dict(step=step, check=check, biased=biased, tau=tau, sigma=res.sigma,
+                             n_local=n_local, buf=buf, atom_sigma=res.atom_sigma,
+                             x=x, types=types, tags=_view(tags, np.int32, (n_all,)),
+                             box=np.array(_view(box, np.float64, (12,))))
+        return buf
+
+    def finish(self, forces, peratom, stat) -> int:
+        """Adds F_HAL to the owned atoms' forces (n_local, 3); fills the per-atom array
+        (f_i, atom sigma, |F_bias|) on check steps. Returns 1 to stop the run (on_flag stop)."""
+        p, self._pending = self._pending, None
+        n, step, tau = p["n_local"], p["step"], p["tau"]
+        owned = p["buf"][:n]
+        f_hal = owned[:, 0:3]
+        _view(forces, np.float64, (n, 3))[:] += f_hal
+        out = _view(stat, np.float64, (STAT_SIZE,))
+        out[STAT_STOP] = 0.0
+        if p["biased"] or p["check"]:
+            grad_sigma = owned[:, 3:6]
+            f_mean = f_hal - tau * grad_sigma
+        if self.adaptive is not None and (self.last_update_step is None or step > self.last_update_step):
+            sums = self._sum(np.array([np.linalg.norm(f_mean, axis=1).sum(),
+                                       np.linalg.norm(grad_sigma, axis=1).sum()]))
+            self.adaptive.update(*sums)
+            self.last_update_step = step
+        if p["check"] and step != self.last_check_step:
+            self.last_check_step = step
+            k = (owned.shape[1] - 6) // 3
+            members = np.transpose(owned[:, 6:].reshape(n, k, 3), (1, 0, 2))
+            s = self.settings
+            eps = s.eps if s.eps is not None else hal.mean_force_norm(f_mean, self._sum)
+            f_i = hal.relative_force_uncertainty(members, f_mean, eps)
+            self.softmax, self.f_max = hal.softmax_score(f_i, self._sum, self._max)
+            bias_norm = tau * np.linalg.norm(grad_sigma, axis=1)
+            if peratom is not None:
+                _view(peratom, np.float64, (n, 3))[:] = np.column_stack([f_i, p["atom_sigma"][:n], bias_norm])
+            cooled = self.last_flag_step is None or step - self.last_flag_step >= s.cooldown
+            if hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol) and cooled:
+                self._write_flag(p, f_i, bias_norm)
+                out[STAT_STOP] = 1.0 if s.on_flag == "stop" else 0.0
+        out[STAT_F_MAX], out[STAT_SOFTMAX], out[STAT_FLAGS] = self.f_max, self.softmax, self.n_flags
+        out[STAT_MESSAGES] = len(self.messages)
+        return int(out[STAT_STOP])
+
+    def _write_flag(self, p: dict, f_i: np.ndarray, bias_norm: np.ndarray):
+        n = p["n_local"]
+        mine = (p["tags"][:n].copy(), p["types"][:n].copy(), p["x"][:n].copy(), f_i, bias_norm)
+        parts = [mine] if self.comm is None else self.comm.gather(mine, root=0)
+        self.n_flags += 1
+        self.last_flag_step = p["step"]
+        if self.rank != 0:
+            return
+        tags, types, x, f_all, b_all = (np.concatenate(c) for c in zip(*parts))
+        info = dict(step=p["step"], sigma=p["sigma"], f_max=self.f_max, softmax=self.softmax, tau=p["tau"],
+                    params_version=self.params.version, params_hash=self.params.content_hash(),
+                    seed=self.settings.seed, n_ranks=1 if self.comm is None else self.comm.Get_size())
+        atoms = build_atoms(tags, types, x, p["box"], self.settings.elements,
+                            {"f_i": f_all, "bias_force": b_all}, info)
+        path = write_flag(atoms, self.settings.flag_dir, p["step"])
+        self.log(f"step {p['step']}: flag {self.n_flags} (max f_i {self.f_max:.3g}, softmax {self.softmax:.3g}) -> {path}")
+
+    # ---- restart ------------------------------------------------------------------------
+    def state(self) -> bytes:
+        """Everything needed to continue exactly: written into LAMMPS restart files."""
+        return json.dumps(dict(
+            format=STATE_FORMAT, params_path=os.path.abspath(self.params_path),
+            params_version=self.params.version, params_hash=self.params.content_hash(),
+            tau=self.adaptive.state() if self.adaptive is not None else None, last_tau=list(self.last_tau),
+            last_update_step=self.last_update_step, last_check_step=self.last_check_step,
+            n_flags=self.n_flags, n_swaps=self.n_swaps, last_flag_step=self.last_flag_step,
+            f_max=self.f_max, softmax=self.softmax, seed=self.settings.seed)).encode()
+
+    def restore(self, blob: bytes):
+        state = json.loads(bytes(blob).decode())
+        if state.get("format") != STATE_FORMAT:
+            raise FixArgumentError(f"fix pylal: restart data has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if state["params_hash"] != self.params.content_hash():
+            params = self._load_collective(state["params_path"])
+            if params.content_hash() != state["params_hash"]:
+                self.log(f"restart: {state['params_path']} changed since the restart file was written "
+                         f"(version {state['params_version']} -> {params.version}); using it as it is now")
+            self.swap(params, step=-1, path=state["params_path"])
+            self.n_swaps -= 1  # not a swap of this run
+        if state["tau"] is not None and self.adaptive is not None:
+            self.adaptive = hal.AdaptiveTau.from_state(state["tau"])
+        self.last_tau = tuple(state["last_tau"])
+        for key in ("last_update_step", "last_check_step", "n_flags", "n_swaps", "last_flag_step", "f_max", "softmax"):
+            setattr(self, key, state[key])
+        self.log(f"restored state: parameter version {self.params.version}, {self.n_flags} flag(s), "
+                 f"tau {self.last_tau[1]:.4g}")

@@ -1,0 +1,40 @@
+"""Writing flagged configurations: gathered to rank 0, one extxyz file per flag."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase import Atoms
+
+
+def lammps_cell(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """box = (xlo, ylo, zlo, xhi, yhi, zhi, xy, xz, yz, px, py, pz) -> origin, cell rows, pbc."""
+    lo, hi = box[0:3], box[3:6]
+    xy, xz, yz = box[6:9]
+    cell = np.array([[hi[0] - lo[0], 0.0, 0.0],
+                     [xy, hi[1] - lo[1], 0.0],
+                     [xz, yz, hi[2] - lo[2]]])
+    return lo.copy(), cell, box[9:12].astype(bool)
+
+
+def build_atoms(tags, types, positions, box, elements, arrays: dict, info: dict) -> Atoms:
+    """Configuration in LAMMPS atom-ID order, positions relative to the box origin."""
+    order = np.argsort(tags)
+    origin, cell, pbc = lammps_cell(box)
+    atoms = Atoms(symbols=[elements[t - 1] for t in np.asarray(types)[order]],
+                  positions=np.asarray(positions)[order] - origin, cell=cell, pbc=pbc)
+    atoms.arrays["id"] = np.asarray(tags)[order].astype(int)
+    for name, values in arrays.items():
+        atoms.arrays[name] = np.asarray(values, dtype=float)[order]
+    atoms.info.update(info)
+    return atoms
+
+
+def write_flag(atoms: Atoms, flag_dir: str, step: int) -> str:
+    """Atomic write of flag_dir/flag_<step>.xyz (written to a temporary name, then renamed)."""
+    os.makedirs(flag_dir, exist_ok=True)
+    path = os.path.join(flag_dir, f"flag_{step:010d}.xyz")
+    tmp = path + ".tmp"
+    atoms.write(tmp, format="extxyz")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,102 @@
+"""Keywords of `fix ID group pylal PARAMS elements E1 .. En [keyword value ...]`.
+
+One parser for the C++ plugin and the python/invoke callback; every default is here and in
+docs/fix_pylal.md. Errors name the offending keyword (LAMMPS shows them via error->all).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+ON_FLAG = ("continue", "stop")
+
+
+class FixArgumentError(ValueError):
+    """A bad `fix pylal` argument; the message is shown to the user as a LAMMPS error."""
+
+
+@dataclasses.dataclass
+class FixSettings:
+    params_path: str
+    elements: tuple[str, ...]
+    tau: float = 0.0  # fixed bias strength (eV); ignored when tau_rel is given
+    tau_rel: float | None = None  # adaptive tau (HAL eq. 12); HAL uses 0.05-0.25
+    tau_window: int = 100  # steps averaged by adaptive tau, also its burn-in (HAL: 100)
+    eps: float | None = None  # f_i regulariser (HAL eq. 6); default: global mean |F_bar_i|
+    s_tol: float | None = 0.5  # softmax tolerance (HAL eq. 8); default when no f_tol is given
+    f_tol: float | None = None  # max f_i tolerance (HAL eq. 7)
+    check_every: int = 10  # steps between f_i checks and parameter-file polls
+    on_flag: str = "continue"  # continue | stop
+    flag_dir: str = "pylal_flags"  # flagged configurations are written here (extxyz)
+    cooldown: int = 100  # steps after a written flag during which no new one is written
+    seed: int = 0  # walker seed, recorded with every flag (the refit server samples with it)
+    watch: str | None = None  # parameter file polled for hot-swaps; default PARAMS, `none` = off
+
+
+_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol"}
+_INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
+_CHOICE = {"on_flag": ON_FLAG}
+_STRING = {"flag_dir", "watch"}
+KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)
+
+
+def _number(keyword, text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise FixArgumentError(f"fix pylal: keyword '{keyword}' expects a{'n integer' if kind is int else ' number'}, got '{text}'") from None
+
+
+def parse_fix_args(args: list[str], ntypes: int | None = None) -> FixSettings:
+    """args: everything after `fix ID group pylal`. ntypes: LAMMPS atom types (checked against
+    the number of elements)."""
+    if not args:
+        raise FixArgumentError("fix pylal: missing parameter file (fix ID group pylal PARAMS elements E1 ...)")
+    values: dict = {"params_path": args[0]}
+    seen_tol = set()
+    i = 1
+    while i < len(args):
+        key = args[i]
+        if key == "elements":
+            j = i + 1
+            while j < len(args) and args[j] not in KEYWORDS:
+                j += 1
+            if j == i + 1:
+                raise FixArgumentError("fix pylal: keyword 'elements' needs one element symbol per atom type")
+            values["elements"] = tuple(args[i + 1:j])
+            i = j
+            continue
+        if key not in KEYWORDS:
+            raise FixArgumentError(f"fix pylal: unknown keyword '{key}' (known: {', '.join(KEYWORDS)})")
+        if i + 1 >= len(args):
+            raise FixArgumentError(f"fix pylal: keyword '{key}' needs a value")
+        text = args[i + 1]
+        if key in _FLOAT:
+            value = _number(key, text, float)
+            if value < 0:
+                raise FixArgumentError(f"fix pylal: keyword '{key}' must be >= 0, got {text}")
+            if key in ("s_tol", "f_tol"):
+                seen_tol.add(key)
+        elif key in _INT:
+            value = _number(key, text, int)
+            if value < _INT[key]:
+                raise FixArgumentError(f"fix pylal: keyword '{key}' must be >= {_INT[key]}, got {text}")
+        elif key in _CHOICE:
+            if text not in _CHOICE[key]:
+                raise FixArgumentError(f"fix pylal: keyword '{key}' must be one of {'|'.join(_CHOICE[key])}, got '{text}'")
+            value = text
+        else:
+            value = text
+        values[key] = value
+        i += 2
+    if "elements" not in values:
+        raise FixArgumentError("fix pylal: keyword 'elements' is required (one element symbol per atom type)")
+    if ntypes is not None and len(values["elements"]) != ntypes:
+        raise FixArgumentError(f"fix pylal: 'elements' lists {len(values['elements'])} element(s) "
+                               f"but the system has {ntypes} atom type(s)")
+    if "tau" in values and "tau_rel" in values:
+        raise FixArgumentError("fix pylal: give either 'tau' (fixed) or 'tau_rel' (adaptive), not both")
+    if seen_tol == {"f_tol"}:
+        values["s_tol"] = None  # f_tol alone replaces the default softmax criterion
+    watch = values.get("watch", values["params_path"])
+    values["watch"] = None if watch == "none" else watch
+    return FixSettings(**values)
