@@ -109,11 +109,25 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
 
   std::string failure = ensure_python();
   if (!failure.empty()) error->all(FLERR, "fix pylal: {}", failure);
+  // `engine MODULE:CLASS` (default pylal.lammps.engine:Engine) picks the Python engine class
+  std::string module_name = "pylal.lammps.engine", class_name = "Engine";
+  std::vector<std::string> engine_args;
+  for (int i = 3; i < narg; ++i) {
+    if (std::strcmp(arg[i], "engine") == 0 && i + 1 < narg) {
+      std::string spec = arg[++i];
+      auto colon = spec.find(':');
+      if (colon == std::string::npos) error->all(FLERR, "fix pylal: keyword 'engine' expects MODULE:CLASS, got '{}'", spec);
+      module_name = spec.substr(0, colon);
+      class_name = spec.substr(colon + 1);
+    } else
+      engine_args.emplace_back(arg[i]);
+  }
   GilLock gil;
-  PyObject *module = PyImport_ImportModule("pylal.lammps.engine");
+  PyObject *module = PyImport_ImportModule(module_name.c_str());
   if (!module) python_failure(true);
-  PyObject *args = PyList_New(narg - 3);
-  for (int i = 3; i < narg; ++i) PyList_SET_ITEM(args, i - 3, PyUnicode_FromString(arg[i]));
+  PyObject *args = PyList_New(engine_args.size());
+  for (std::size_t i = 0; i < engine_args.size(); ++i)
+    PyList_SET_ITEM(args, i, PyUnicode_FromString(engine_args[i].c_str()));
   PyObject *mpi = PyImport_ImportModule("mpi4py.MPI");
   if (!mpi) python_failure(true);
   PyObject *comm_class = PyObject_GetAttrString(mpi, "Comm");
@@ -122,7 +136,7 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
   PyObject *comm_py = PyObject_CallMethod(comm_class, "f2py", "i", (int) MPI_Comm_c2f(world));
   Py_DECREF(comm_class);
   if (!comm_py) python_failure(true);
-  engine = PyObject_CallMethod(module, "Engine", "NNi", args, comm_py, atom->ntypes);
+  engine = PyObject_CallMethod(module, class_name.c_str(), "NNi", args, comm_py, atom->ntypes);
   Py_DECREF(module);
   if (!engine) python_failure(true);
 

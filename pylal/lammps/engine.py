@@ -324,3 +324,17 @@ class Engine:
             setattr(self, key, state[key])
         self.log(f"restored state: parameter version {self.params.version}, {self.n_flags} flag(s), "
                  f"tau {self.last_tau[1]:.4g}")
+
+
+class NullEngine(Engine):
+    """Zero forces, no model evaluation: measures the plugin's own cost (neighbor pairs, the two
+    Python calls, reverse communication). Select with `fix ... pylal ... engine pylal.lammps.engine:NullEngine`."""
+
+    def evaluate(self, step, n_local, n_all, x, types, tags, pair_i, pair_j, pair_vectors, box, stat,
+                 n_centers=None):
+        self._pending = dict(n_local=n_local)
+        return np.zeros((n_all, 3))
+
+    def finish(self, forces, peratom, stat) -> int:
+        self._pending = None
+        return 0
