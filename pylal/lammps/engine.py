@@ -168,7 +168,7 @@ class Engine:
                 self._watch_stamp = stamp
                 try:
                     candidate = Parameters.load(self.settings.watch)
-                    if candidate.content_hash() != self.params.content_hash():
+                    if candidate.content_hash != self.params.content_hash:
                         new = candidate
                 except ParameterFileError as err:
                     self.log(f"step {step}: ignoring unreadable parameter file ({err})")
@@ -188,7 +188,7 @@ class Engine:
         self.n_swaps += 1
         if path is not None:
             self.params_path = path
-        self.log(f"step {step}: swapped in parameter version {params.version} ({params.content_hash()[:12]})")
+        self.log(f"step {step}: swapped in parameter version {params.version} ({params.content_hash[:12]})")
 
     # ---- per step -----------------------------------------------------------------------
     def _tau_at(self, step: int) -> float:
@@ -288,7 +288,7 @@ class Engine:
             return
         tags, types, x, f_all, b_all = (np.concatenate(c) for c in zip(*parts))
         info = dict(step=p["step"], sigma=p["sigma"], f_max=self.f_max, softmax=self.softmax, tau=p["tau"],
-                    params_version=self.params.version, params_hash=self.params.content_hash(),
+                    params_version=self.params.version, params_hash=self.params.content_hash,
                     seed=self.settings.seed, n_ranks=1 if self.comm is None else self.comm.Get_size())
         atoms = build_atoms(tags, types, x, p["box"], self.settings.elements,
                             {"f_i": f_all, "bias_force": b_all}, info)
@@ -300,7 +300,7 @@ class Engine:
         """Everything needed to continue exactly: written into LAMMPS restart files."""
         return json.dumps(dict(
             format=STATE_FORMAT, params_path=os.path.abspath(self.params_path),
-            params_version=self.params.version, params_hash=self.params.content_hash(),
+            params_version=self.params.version, params_hash=self.params.content_hash,
             tau=self.adaptive.state() if self.adaptive is not None else None, last_tau=list(self.last_tau),
             last_update_step=self.last_update_step, last_check_step=self.last_check_step,
             n_flags=self.n_flags, n_swaps=self.n_swaps, last_flag_step=self.last_flag_step,
@@ -310,9 +310,9 @@ class Engine:
         state = json.loads(bytes(blob).decode())
         if state.get("format") != STATE_FORMAT:
             raise FixArgumentError(f"fix pylal: restart data has format {state.get('format')!r}, expected {STATE_FORMAT}")
-        if state["params_hash"] != self.params.content_hash():
+        if state["params_hash"] != self.params.content_hash:
             params = self._load_collective(state["params_path"])
-            if params.content_hash() != state["params_hash"]:
+            if params.content_hash != state["params_hash"]:
                 self.log(f"restart: {state['params_path']} changed since the restart file was written "
                          f"(version {state['params_version']} -> {params.version}); using it as it is now")
             self.swap(params, step=-1, path=state["params_path"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import ase.io
 import numpy as np
 from ase import Atoms
 
@@ -35,6 +36,8 @@ def write_flag(atoms: Atoms, flag_dir: str, step: int) -> str:
     os.makedirs(flag_dir, exist_ok=True)
     path = os.path.join(flag_dir, f"flag_{step:010d}.xyz")
     tmp = path + ".tmp"
-    atoms.write(tmp, format="extxyz")
+    # parallel=False: ASE would otherwise make this a collective call on MPI_COMM_WORLD, but only
+    # rank 0 writes (a deadlock under mpirun)
+    ase.io.write(tmp, atoms, format="extxyz", parallel=False)
     os.replace(tmp, path)
     return path

@@ -22,7 +22,7 @@ lmp.command(f"plugin load {pylal.lammps.plugin_dir()}/pylalplugin.so")
 for line in config["commands"]:
     lmp.command(line)
 lmp.command("compute pylal_virial all pressure NULL virial")
-lmp.command("thermo_style custom step pe c_pylal_virial[*] vol")
+lmp.command("thermo_style custom step pe press c_pylal_virial[*] vol")
 
 
 def scatter_positions(x):
@@ -60,8 +60,28 @@ for task in config["tasks"]:
                 rows.append(-(energies[0] - energies[1]) / (2 * h))
         scatter_positions(x0)
         out["fd"] = rows
+    elif isinstance(task, dict) and task.get("strain_fd"):  # W_aa = -dE/d(eps_aa), finite strain
+        h, rows = task["strain_fd"], []
+        _, _, xy, yz, xz, _, _ = lmp.extract_box()
+        tilts = {"x": {"xy": xy, "xz": xz}, "y": {"yz": yz}, "z": {}}  # tilt components along the axis
+
+        def deform(axis, box_scale, strain):  # tilts set to (1 + strain) x their original values
+            tilt = " ".join(f"{t} final {v * (1 + strain)!r}" for t, v in tilts[axis].items())
+            lmp.command(f"change_box all {axis} scale {box_scale!r} {tilt} remap")
+
+        for axis in "xyz":
+            energies = []
+            for strain in (h, -h):
+                deform(axis, 1 + strain, strain)
+                lmp.command("run 0")
+                energies.append(lmp.get_thermo("pe"))
+                deform(axis, 1 / (1 + strain), 0.0)
+            rows.append(-(energies[0] - energies[1]) / (2 * h))
+        out["strain_fd"] = rows
     elif isinstance(task, dict) and "command" in task:
         lmp.command(task["command"])
+    elif isinstance(task, dict) and "thermo" in task:
+        out.setdefault("thermo", []).append({k: lmp.get_thermo(k) for k in task["thermo"]})
 if comm.Get_rank() == 0:
     json.dump(out, open("driver_out.json", "w"))
 lmp.close()
