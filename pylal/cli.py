@@ -1,4 +1,4 @@
-"""Command line: `pylal demo`, `pylal fit`, `pylal info`."""
+"""Command line: `pylal demo`, `pylal fit`, `pylal info`, `pylal serve`, `pylal status`, `pylal rollback`."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +65,31 @@ def _info(args):
     return 0
 
 
+def _serve(args):
+    from pylal.server.server import serve
+
+    return serve(args.config)
+
+
+def _status(args):
+    import json
+
+    from pylal.server.status import collect_status, format_status, run_dir_of
+
+    status = collect_status(run_dir_of(args.target))
+    print(json.dumps(status, indent=1, default=str) if args.json else format_status(status))
+    return 0
+
+
+def _rollback(args):
+    from pylal.server.status import rollback, run_dir_of
+
+    pointer = rollback(run_dir_of(args.config), args.version, hold=args.hold)
+    print(f"published version {args.version} again as version {pointer['version']} ({pointer['hash'][:12]})"
+          + ("; refits held (delete RUN/HOLD to resume)" if args.hold else ""))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pylal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +114,18 @@ def main(argv=None):
     i = sub.add_parser("info", help="print a parameter file's header")
     i.add_argument("params")
     i.set_defaults(func=_info)
+    sv = sub.add_parser("serve", help="run the refit server (docs/server.md)")
+    sv.add_argument("config", help="server configuration (TOML)")
+    sv.set_defaults(func=_serve)
+    st = sub.add_parser("status", help="queue, labels, versions, walkers and errors of a server run")
+    st.add_argument("target", help="run folder or server configuration (TOML)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_status)
+    rb = sub.add_parser("rollback", help="publish an earlier parameter version again as the newest")
+    rb.add_argument("version", type=int)
+    rb.add_argument("--config", required=True, help="server configuration (TOML) or run folder")
+    rb.add_argument("--hold", action="store_true", help="also pause refits until RUN/HOLD is deleted")
+    rb.set_defaults(func=_rollback)
     args = parser.parse_args(argv)
     return args.func(args)
 

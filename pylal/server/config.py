@@ -1,0 +1,139 @@
+"""Server configuration: a TOML file (read with tomllib), every key optional, defaults below.
+
+Relative paths are taken relative to the config file's folder (run_dir) or to run_dir (the rest).
+docs/server.md lists the keys; `ServerConfig.load(path)` is the only reader.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or has the wrong type/value (the message names it)."""
+
+
+@dataclasses.dataclass
+class ReferenceConfig:
+    calculator: str = "lammps"  # make_calculator name: lammps, emt, tblite or "module:factory"
+    options: dict = dataclasses.field(default_factory=dict)
+    properties: list = dataclasses.field(default_factory=lambda: ["energy", "forces", "stress"])
+
+
+@dataclasses.dataclass
+class ExecutorConfig:
+    kind: str = "local"  # "local" (worker processes) or "dask" (distributed.Client)
+    workers: int = 1  # concurrency of the local pool / LocalCluster size when address is empty
+    address: str = ""  # dask scheduler address ("tcp://host:8786"); empty: start a LocalCluster
+    timeout: float = 3600.0  # seconds per label before it counts as hung
+    retries: int = 1  # extra attempts after a failure (exception, non-finite result, timeout)
+    pythonpath: list = dataclasses.field(default_factory=list)  # added to sys.path in local workers
+
+
+@dataclasses.dataclass
+class FitConfig:
+    species: list = dataclasses.field(default_factory=lambda: ["Si"])
+    r_cut: float = 3.8
+    r_min: float = 1.5
+    n_max: int = 8
+    l_max: int = 4
+    prior: list | None = dataclasses.field(default_factory=lambda: [1.2, 1.8])  # [] disables the ZBL prior
+    initial_data: list = dataclasses.field(default_factory=list)  # labelled extxyz / ASE db files
+    initial_params: str = ""  # parameter file walkers start from (published as the first version)
+    n_members: int = 32
+    method: str = "brr"
+    weights: list = dataclasses.field(default_factory=lambda: [5.0, 1.0, 1.0])
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class RefitConfig:
+    every_labels: int = 1  # refit after this many new labels ...
+    every_seconds: float = 0.0  # ... or when this many seconds passed with >= 1 new label (0: off)
+    budget_per_round: int = 0  # most labels started per refit round (0: no limit, nothing dropped)
+    duplicate_tol: float = 0.02  # near-duplicate tolerance of the descriptor (refit.descriptor)
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    run_dir: Path = Path("run")
+    bind: str = "tcp://127.0.0.1:5555"
+    token_file: str = "token"
+    max_message_bytes: int = 16 * 2**20
+    max_atoms: int = 100_000
+    max_clock_skew: float = 300.0  # seconds a signed message's timestamp may differ from ours
+    reference: ReferenceConfig = dataclasses.field(default_factory=ReferenceConfig)
+    executor: ExecutorConfig = dataclasses.field(default_factory=ExecutorConfig)
+    fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    refit: RefitConfig = dataclasses.field(default_factory=RefitConfig)
+    source: Path | None = None  # the TOML file this came from
+
+    @property
+    def token_path(self) -> Path:
+        return self.run_dir / self.token_file
+
+    @classmethod
+    def load(cls, path) -> "ServerConfig":
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as err:
+            raise ConfigError(f"cannot read server config {path}: {err}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"server config {path} is not valid TOML: {err}") from err
+        cfg = cls.from_dict(raw, base=path.resolve().parent)
+        cfg.source = path.resolve()
+        return cfg
+
+    @classmethod
+    def from_dict(cls, raw: dict, base: Path = Path(".")) -> "ServerConfig":
+        sections = {"reference": ReferenceConfig, "executor": ExecutorConfig, "fit": FitConfig,
+                    "refit": RefitConfig}
+        top = {}
+        for key, value in raw.items():
+            if key in sections:
+                top[key] = _build(sections[key], value, key)
+            else:
+                top[key] = value
+        cfg = _build(cls, top, "")
+        cfg.run_dir = (base / Path(cfg.run_dir)).resolve()
+        cfg.fit.initial_data = [str(cfg.run_dir / p) for p in cfg.fit.initial_data]
+        if cfg.fit.initial_params:
+            cfg.fit.initial_params = str(cfg.run_dir / cfg.fit.initial_params)
+        cfg.executor.pythonpath = [str((base / p).resolve()) for p in cfg.executor.pythonpath]
+        if cfg.executor.kind not in ("local", "dask"):
+            raise ConfigError(f"[executor] kind = {cfg.executor.kind!r}: expected 'local' or 'dask'")
+        if cfg.executor.workers < 1:
+            raise ConfigError("[executor] workers must be >= 1")
+        if cfg.executor.timeout <= 0:
+            raise ConfigError("[executor] timeout must be > 0 seconds")
+        if cfg.refit.every_labels < 1:
+            raise ConfigError("[refit] every_labels must be >= 1")
+        return cfg
+
+
+def _build(kind, values, section: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(fields) - {"source"})
+    where = f"[{section}] " if section else ""
+    if unknown:
+        raise ConfigError(f"{where}unknown key(s) {unknown}; valid: {sorted(k for k in fields if k != 'source')}")
+    out = kind()
+    for key, value in values.items():
+        default = getattr(out, key)
+        if isinstance(default, bool) != isinstance(value, bool):
+            raise ConfigError(f"{where}{key} = {value!r}: expected {type(default).__name__}")
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        elif isinstance(default, Path) and isinstance(value, str):
+            value = Path(value)
+        elif dataclasses.is_dataclass(default) and dataclasses.is_dataclass(value):
+            pass  # a section, already built
+        elif not isinstance(value, type(default)):
+            raise ConfigError(f"{where}{key} = {value!r}: expected {type(default).__name__}")
+        setattr(out, key, value)
+    return out

@@ -1,0 +1,333 @@
+"""`pylal serve CONFIG.toml`: the refit server.
+
+Threads (replies stay fast because nothing slow runs on the socket thread):
+  main       ZeroMQ ROUTER loop: authenticate, validate, answer hello/flag/poll/status; a flag is
+             acknowledged after the store has committed it; new versions are announced to walkers.
+  scheduler  hands queued configurations to the executor (budget and near-duplicate filter), records
+             results (labeled / retry / failed), writes RUN/status.json.
+  refit      applies the refit policy, fits, publishes version N+1 (refit.py).
+Logs: JSON lines in RUN/server.log.jsonl (one object per event: time, event, fields).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import zmq
+
+from pylal.model.params import Parameters
+from pylal.server import auth, protocol
+from pylal.server.config import ServerConfig
+from pylal.server.executor import make_executor
+from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, descriptor, read_labelled, select_batch,
+                                spec_from_config)
+from pylal.server.store import Store
+
+ANNOUNCE_WINDOW = 3600.0  # seconds: walkers heard from within this window get version announcements
+
+
+class JsonLog:
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.f = open(path, "a", buffering=1)
+
+    def __call__(self, event: str, **fields):
+        line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, default=str)
+        with self.lock:
+            self.f.write(line + "\n")
+
+    def close(self):
+        with self.lock:
+            self.f.close()
+
+
+def _atomic_json(path: Path, obj):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig):
+        self.cfg = cfg
+        run = cfg.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        self.key = auth.ensure_token(cfg.token_path)
+        self.log = JsonLog(run / "server.log.jsonl")
+        self.store = Store(run / "store.db")
+        requeued = self.store.requeue_in_flight()
+        self.versions = VersionStore(run)
+        initial_params = Parameters.load(cfg.fit.initial_params) if cfg.fit.initial_params else None
+        self.spec = initial_params.spec if initial_params is not None else spec_from_config(cfg.fit)
+        if initial_params is not None and self.versions.latest() is None:
+            self.versions.publish(initial_params, keep_version=True, source=cfg.fit.initial_params)
+        self.initial = read_labelled(cfg.fit.initial_data)
+        self.reference = dict(calculator=cfg.reference.calculator, options=cfg.reference.options,
+                              properties=cfg.reference.properties)
+        self.policy = RefitPolicy(cfg.refit.every_labels, cfg.refit.every_seconds)
+        self.stop_event = threading.Event()
+        self.wake_scheduler = threading.Event()
+        self.wake_refit = threading.Event()
+        self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
+        self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
+        self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, requeued_at_start=requeued,
+                          label_errors=0, protocol_errors=0)
+        self.ready = threading.Event()  # set once the socket is bound and the threads run
+        self.executor = None
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        # hard cap: ZeroMQ drops the connection of a peer sending more than twice the limit; between
+        # the limit and the cap the peer gets a `too_large` error reply (protocol.decode)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * cfg.max_message_bytes + 4096)
+        self.sock.bind(cfg.bind)
+        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.log("start", pid=os.getpid(), address=self.address, requeued=requeued, run_dir=str(run),
+                 versions=self.versions.versions(), initial_configs=len(self.initial))
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def serve(self, install_signals: bool = True):
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+        self.executor = make_executor(self.cfg.executor, self.reference)
+        self.refitter = Refitter(self.spec, self.cfg.fit, self.store, self.versions, self.initial)
+        threads = [threading.Thread(target=self._guard, args=(self._scheduler,), name="scheduler", daemon=True),
+                   threading.Thread(target=self._guard, args=(self._refit_loop,), name="refit", daemon=True)]
+        for t in threads:
+            t.start()
+        self._write_status()
+        (self.cfg.run_dir / "server.json").write_text(json.dumps(dict(pid=os.getpid(), address=self.address)))
+        self.ready.set()
+        try:
+            self._loop()
+        finally:
+            self.stop_event.set()
+            for t in threads:
+                t.join(10)
+            self.executor.close()
+            self._write_status()
+            self.sock.close(0)
+            self.ctx.term()
+            self.log("stop")
+            self.log.close()
+
+    def _guard(self, fn):
+        try:
+            fn()
+        except Exception:  # a dead background thread must not go unnoticed: log and stop the server
+            self.log("thread_crash", thread=threading.current_thread().name, traceback=traceback.format_exc())
+            self.stop_event.set()
+
+    # ---- socket loop ----------------------------------------------------------------------
+    def _loop(self):
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        announced = (self.versions.current() or {}).get("version")
+        while not self.stop_event.is_set():
+            if poller.poll(50):
+                while True:
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+            current = (self.versions.current() or {}).get("version")
+            if current != announced:
+                announced = current
+                self._announce(current)
+
+    def _send(self, ident: bytes, msg: dict):
+        payload = protocol.encode(msg)
+        try:
+            self.sock.send_multipart([ident, payload, auth.sign(self.key, payload)], zmq.NOBLOCK)
+        except zmq.ZMQError as err:  # peer gone / its queue full: it will ask again
+            self.log("send_failed", error=str(err))
+
+    def _announce(self, version):
+        now = time.time()
+        for ident, (walker, seen) in list(self.identities.items()):
+            if now - seen < ANNOUNCE_WINDOW:
+                self._send(ident, {"type": "announce", "version": version})
+        self.log("announce", version=version, walkers=len(self.identities))
+
+    def _handle(self, frames: list):
+        ident, rid, kind = frames[0], None, None
+        try:
+            if len(frames) != 3:
+                raise protocol.ProtocolError(protocol.MALFORMED, f"expected 2 frames [payload, mac], got {len(frames) - 1}")
+            payload, mac = frames[1], frames[2]
+            if len(payload) > self.cfg.max_message_bytes:
+                raise protocol.ProtocolError(protocol.TOO_LARGE, f"message of {len(payload)} bytes exceeds the "
+                                                                 f"limit of {self.cfg.max_message_bytes}")
+            if not auth.verify(self.key, payload, mac):
+                self.log("refused", reason="bad mac", peer=ident.hex())
+                raise protocol.ProtocolError(protocol.UNAUTHENTICATED, "authentication failed: message not signed "
+                                                                       "with the server's token (HMAC-SHA256)")
+            msg = protocol.decode(payload, self.cfg.max_message_bytes)
+            rid, kind = msg.get("rid"), msg["type"]
+            if abs(msg["ts"] - time.time()) > self.cfg.max_clock_skew:
+                raise protocol.ProtocolError(protocol.STALE, f"timestamp off by more than {self.cfg.max_clock_skew:g} s "
+                                                             "(replayed message or unsynchronised clock)", kind)
+            reply = getattr(self, f"_on_{kind}")(ident, msg)
+        except protocol.ProtocolError as err:
+            self.stats["protocol_errors"] += 1
+            reply = protocol.error_reply(err, rid)
+            if err.code == protocol.BAD_CONFIG:
+                self.log("rejected", reason=err.message)
+        except Exception as err:  # never let one message take the server down
+            self.log("internal_error", traceback=traceback.format_exc())
+            reply = protocol.error_reply(protocol.ProtocolError(protocol.INTERNAL, f"{type(err).__name__}: {err}",
+                                                                kind), rid)
+        if rid is not None:
+            reply["rid"] = rid
+        self._send(ident, reply)
+
+    def _contact(self, ident, walker: str, **fields):
+        now = time.time()
+        self.identities[ident] = (walker, now)
+        w = self.walkers.setdefault(walker, dict(flags=0, first_contact=now))
+        w.update(last_contact=now, **fields)
+
+    def _on_hello(self, ident, msg):
+        self._contact(ident, msg["walker"], run_id=msg.get("run_id"))
+        self.log("hello", walker=msg["walker"], run_id=msg.get("run_id"))
+        cur = self.versions.current() or {}
+        return {"type": "welcome", "server": protocol.PROTOCOL, "version": cur.get("version", -1),
+                "species": list(self.spec.species), "max_message_bytes": self.cfg.max_message_bytes}
+
+    def _on_flag(self, ident, msg):
+        atoms = protocol.decode_config(msg["config"], self.spec.species, self.cfg.max_atoms)
+        prov = dict(msg["prov"])
+        prov["walker"] = msg["walker"]
+        row_id, key, new = self.store.add_flag(atoms, prov)  # committed (fsync) before the ack below
+        self._contact(ident, msg["walker"])
+        if new:
+            self.walkers[msg["walker"]]["flags"] += 1
+            self.wake_scheduler.set()
+        self.log("flag", walker=msg["walker"], row=row_id, key=key, new=new, step=prov.get("step"),
+                 f_max=prov.get("f_max"), n_atoms=len(atoms))
+        return {"type": "ack", "id": msg.get("id"), "key": key, "row": row_id,
+                "status": "queued" if new else "duplicate"}
+
+    def _on_poll(self, ident, msg):
+        self._contact(ident, msg["walker"], version=msg["version"])
+        cur = self.versions.current()
+        if cur is None or cur["version"] <= msg["version"]:
+            return {"type": "none", "version": -1 if cur is None else cur["version"]}
+        pointer, data = self.versions.current_bytes()
+        return {"type": "params", "version": pointer["version"], "hash": pointer["hash"], "data": data}
+
+    def _on_status(self, ident, msg):
+        return {"type": "status", **self.status()}
+
+    # ---- status ---------------------------------------------------------------------------
+    def status(self) -> dict:
+        return dict(address=self.address, pid=os.getpid(), counts=self.store.counts(),
+                    versions=self.versions.versions(), current=self.versions.current(),
+                    walkers=self.walkers, recent_errors=self.store.recent_errors(5),
+                    stats=self.stats, time=time.time())
+
+    def _write_status(self):
+        _atomic_json(self.cfg.run_dir / "status.json", self.status())
+
+    # ---- labelling ------------------------------------------------------------------------
+    def _scheduler(self):
+        attempts: dict = {}
+        round_started = 0  # labels started since the last refit (budget_per_round)
+        refits_seen = 0
+        references: list = []  # descriptors of labelled / in-flight rows (only with a budget)
+        desc_cache: dict = {}
+        budget = self.cfg.refit.budget_per_round
+        last_status = 0.0
+        while not self.stop_event.is_set():
+            for row_id, result in self.executor.collect(wait=0.1):
+                n = attempts.pop(row_id, 1)
+                if result["ok"]:
+                    self.store.mark_labeled(row_id, result["results"], result["wall_time"], n)
+                    self.log("labeled", row=row_id, seconds=round(result["wall_time"], 3), attempts=n)
+                    self.wake_refit.set()
+                elif n <= self.cfg.executor.retries:
+                    self.store.set_status(row_id, "queued", attempts=n, error=result["error"][:2000])
+                    self.log("retry", row=row_id, attempt=n, error=result["error"])
+                else:
+                    self.store.mark_failed(row_id, result["error"], n)
+                    self.stats["label_errors"] += 1
+                    self.log("label_failed", row=row_id, attempts=n, error=result["error"])
+            if self.stats["refits"] != refits_seen:
+                refits_seen, round_started = self.stats["refits"], 0
+            free = self.executor.capacity()
+            if budget:
+                free = min(free, budget - round_started)
+            if free > 0:
+                queued = self.store.rows("queued", order="id", limit=None if budget else free)
+                if budget and queued:
+                    if not references:
+                        references = [descriptor(r.toatoms(), self.spec.r_cut)
+                                      for s in ("labeled", "labeling") for r in self.store.rows(s)]
+                    queued.sort(key=lambda r: -(r.get("f_max") or 0.0))
+                    cands = [(r.id, desc_cache.setdefault(r.id, descriptor(r.toatoms(), self.spec.r_cut)))
+                             for r in queued]
+                    chosen, dropped = select_batch(cands, references, free, self.cfg.refit.duplicate_tol)
+                    for row_id, twin in dropped:
+                        self.store.set_status(row_id, "dropped", error=f"near-duplicate of row {twin}"
+                                              if twin else "near-duplicate of a labelled configuration")
+                        self.log("dropped", row=row_id, twin=twin)
+                    references.extend(desc_cache[i] for i in chosen)
+                    queued = [r for r in queued if r.id in set(chosen)]
+                for row in queued[:free]:
+                    attempts[row.id] = row.get("attempts", 0) + 1
+                    self.store.set_status(row.id, "labeling", attempts=attempts[row.id])
+                    config = dict(numbers=row.numbers, positions=row.positions, cell=row.cell, pbc=row.pbc)
+                    self.executor.submit(row.id, config)
+                    round_started += 1
+            now = time.time()
+            if now - last_status > 2.0:
+                self._write_status()
+                last_status = now
+
+    # ---- refits ---------------------------------------------------------------------------
+    def _refit_loop(self):
+        # the design of everything already labelled is built now (and JAX compiled), not at the first flag
+        t0 = time.perf_counter()
+        self.refitter.update_design()
+        current = self.versions.current() or {}
+        included = current.get("last_row", 0)
+        new = self.store.count_labeled_after(included)
+        self.log("design_ready", configs=len(self.refitter.design), seconds=round(time.perf_counter() - t0, 3),
+                 labels_not_in_current=new)
+        if (current == {} and len(self.refitter.design)) or new:
+            self._refit(reason="start")
+        last_fit, last_row = time.time(), self.refitter.last_row
+        while not self.stop_event.is_set():
+            self.wake_refit.wait(0.2)
+            self.wake_refit.clear()
+            if (self.cfg.run_dir / "HOLD").exists():
+                continue
+            if self.policy.due(self.store.count_labeled_after(last_row), time.time() - last_fit):
+                self._refit(reason="policy")
+                last_fit, last_row = time.time(), self.refitter.last_row
+
+    def _refit(self, reason: str):
+        t0 = time.perf_counter()
+        pointer = self.refitter.refit()
+        dt = time.perf_counter() - t0
+        self.stats["refits"] += 1
+        self.stats["refit_seconds"] = round(dt, 3)
+        self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
+                 configs=pointer["n_configs"], seconds=round(dt, 3))
+
+
+def serve(config_path) -> int:
+    cfg = ServerConfig.load(config_path)
+    server = Server(cfg)
+    print(f"pylal serve: listening on {server.address}; run folder {cfg.run_dir}; token {cfg.token_path}",
+          flush=True)
+    server.serve()
+    return 0

@@ -1,0 +1,79 @@
+"""`pylal status` and `pylal rollback`: read the run folder directly (they work with the server down)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pylal.server.config import ServerConfig
+from pylal.server.refit import VersionStore
+from pylal.server.store import Store
+
+
+def run_dir_of(target) -> Path:
+    """A run folder, or a server config (.toml) naming one."""
+    target = Path(target)
+    if target.is_file() and target.suffix == ".toml":
+        return ServerConfig.load(target).run_dir
+    return target
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def collect_status(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / "store.db").exists():
+        raise FileNotFoundError(f"{run_dir} is not a pylal server run folder (no store.db)")
+    store = Store(run_dir / "store.db")
+    versions = VersionStore(run_dir)
+    saved = {}
+    if (run_dir / "status.json").exists():
+        saved = json.loads((run_dir / "status.json").read_text())
+    server = json.loads((run_dir / "server.json").read_text()) if (run_dir / "server.json").exists() else {}
+    return dict(run_dir=str(run_dir), server=dict(server, alive=_alive(server.get("pid"))),
+                counts=store.counts(), versions=versions.versions(), current=versions.current(),
+                hold=(run_dir / "HOLD").exists(), walkers=saved.get("walkers", {}),
+                stats=saved.get("stats", {}), recent_errors=store.recent_errors(5),
+                status_written=saved.get("time"))
+
+
+def format_status(s: dict) -> str:
+    now = time.time()
+    c = s["counts"]
+    srv = s["server"]
+    lines = [f"run folder: {s['run_dir']}",
+             f"server: {'running' if srv.get('alive') else 'not running'}"
+             + (f" (pid {srv.get('pid')}, {srv.get('address')})" if srv else ""),
+             f"configurations: {c['flagged']} flagged = {c['queued']} queued + {c['labeling']} labeling + "
+             f"{c['labeled']} labeled + {c['failed']} failed + {c['dropped']} dropped"]
+    cur = s["current"] or {}
+    vs = s["versions"]
+    lines.append(f"versions: {len(vs)} ({', '.join(map(str, vs[-8:]))}{' ...' if len(vs) > 8 else ''}); current "
+                 f"{cur.get('version', '-')}" + (f" ({cur['hash'][:12]})" if cur.get("hash") else "")
+                 + (f", rollback of {cur['rollback_of']}" if cur.get("rollback_of") is not None else "")
+                 + ("; refits on HOLD" if s["hold"] else ""))
+    if s["walkers"]:
+        lines.append("walkers (last contact):")
+        for name, w in sorted(s["walkers"].items()):
+            lines.append(f"  {name}: {now - w['last_contact']:.0f} s ago, {w.get('flags', 0)} flags, "
+                         f"has version {w.get('version', '-')}")
+    if s["recent_errors"]:
+        lines.append("recent errors:")
+        for e in s["recent_errors"]:
+            lines.append(f"  row {e['id']} (walker {e['walker']}, step {e['step']}): {str(e['error'])[:200]}")
+    return "\n".join(lines)
+
+
+def rollback(run_dir, version: int, hold: bool = False) -> dict:
+    """Publish version `version` again as the newest version; optionally hold refits (RUN/HOLD)."""
+    pointer = VersionStore(run_dir).rollback(version)
+    if hold:
+        (Path(run_dir) / "HOLD").write_text(f"rollback to {version} at {time.ctime()}\n")
+    return pointer
