@@ -200,8 +200,8 @@ class Client:
             except queue.Empty:
                 return
             path = self.spool / f"{next(self._seq):020d}_{fid}.flag"
+            self._pending[fid] = path  # before writing, so `pending` never reads 0 in between
             _atomic_write(path, msgpack.packb(msg, use_bin_type=True))
-            self._pending[fid] = path
 
     def _on_reply(self, frames, in_flight):
         if len(frames) != 2 or not auth.verify(self.key, frames[0], frames[1]):
@@ -236,12 +236,13 @@ class Client:
     def _reject(self, msg, in_flight):
         """The server will never take this flag: keep it aside (spool/rejected/), do not resend."""
         fid = msg.get("rid")
-        path = self._pending.pop(fid, None) if fid else None
+        path = self._pending.get(fid) if fid else None
         in_flight.pop(fid, None)
+        self.rejected.append({"id": fid, "code": msg.get("code"), "message": msg.get("message")})
         if path is not None:
             (self.spool / "rejected").mkdir(exist_ok=True)
             os.replace(path, self.spool / "rejected" / path.name)
-        self.rejected.append({"id": fid, "code": msg.get("code"), "message": msg.get("message")})
+            self._pending.pop(fid, None)
 
     def _store_params(self, msg):
         version = msg.get("version")

@@ -14,14 +14,16 @@ Retries are the scheduler's job (server.py), so both executors behave the same.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import socket
+import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_connections
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -76,9 +78,12 @@ def unpack(data: bytes):
     return msgpack.unpackb(data, object_hook=_hook, raw=False)
 
 
-def _worker_main(conn, reference: dict, pythonpath: list):
-    """Local worker loop: receive (task_id, config), send (task_id, result); exits on None or EOF."""
-    _prepend_paths(pythonpath)
+def _worker_main(fd: int):
+    """Local worker loop (`python -m pylal.server.executor FD`): the first message is the reference
+    spec and extra sys.path entries; then receive {task, config}, send {task, result}; exit on None/EOF."""
+    conn = Connection(fd)
+    setup = unpack(conn.recv_bytes())
+    _prepend_paths(setup["pythonpath"])
     try:
         import pylal.reference  # noqa: F401  (warm imports before declaring ready)
     except Exception:
@@ -92,40 +97,56 @@ def _worker_main(conn, reference: dict, pythonpath: list):
         if msg is None:
             return
         try:
-            result = label_config(msg["config"], reference)
+            result = label_config(msg["config"], setup["reference"])
         except BaseException as err:  # noqa: BLE001 - report anything, keep the worker alive
             result = {"ok": False, "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}",
                       "wall_time": 0.0}
         conn.send_bytes(pack({"task": msg["task"], "result": result}))
 
 
+def _prepend_paths(paths):
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
 class _Worker:
-    def __init__(self, ctx, reference, pythonpath):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, reference, pythonpath), daemon=True,
-                                name="pylal-label-worker")
-        self.proc.start()
+    """A worker process started with subprocess (not multiprocessing: spawn would re-import the
+    server's __main__, fork is unsafe with threads and JAX), talking over a socketpair with
+    length-prefixed msgpack frames (multiprocessing.connection.Connection, send_bytes/recv_bytes)."""
+
+    def __init__(self, reference, pythonpath):
+        parent, child = socket.socketpair()
+        # the child imports the same pylal as this process, whatever the install
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *pythonpath, os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "pylal.server.executor", str(child.fileno())],
+                                     pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         child.close()
+        self.conn = Connection(parent.detach())
+        self.conn.send_bytes(pack({"reference": reference, "pythonpath": list(pythonpath)}))
         self.ready = False
         self.task = None  # (task_id, deadline, started)
 
     def kill(self):
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         self.conn.close()
 
 
 class LocalExecutor:
-    """N long-lived worker processes (spawned: the server has threads and JAX, fork is unsafe)."""
+    """N long-lived worker processes, each labelling one configuration at a time."""
 
     kind = "local"
 
     def __init__(self, workers: int, reference: dict, timeout: float, pythonpath=()):
         self.n, self.reference, self.timeout = workers, dict(reference), timeout
         self.pythonpath = list(pythonpath)
-        self.ctx = mp.get_context("spawn")
-        self.workers = [_Worker(self.ctx, self.reference, self.pythonpath) for _ in range(workers)]
+        self.workers = [_Worker(self.reference, self.pythonpath) for _ in range(workers)]
         self.backlog: list = []  # submitted while no worker was ready
 
     def capacity(self) -> int:
@@ -147,7 +168,7 @@ class LocalExecutor:
     def _replace(self, w):
         w.kill()
         i = self.workers.index(w)
-        self.workers[i] = _Worker(self.ctx, self.reference, self.pythonpath)
+        self.workers[i] = _Worker(self.reference, self.pythonpath)
 
     def collect(self, wait: float = 0.1) -> list:
         done = []
@@ -161,7 +182,7 @@ class LocalExecutor:
                     if w.task is not None:
                         done.append((w.task[0], {"ok": False, "wall_time": time.monotonic() - w.task[2],
                                                  "error": f"WorkerDied: label worker exited with code "
-                                                          f"{w.proc.exitcode}"}))
+                                                          f"{w.proc.poll()}"}))
                     self._replace(w)
                     continue
                 if "ready" in msg:
@@ -186,14 +207,11 @@ class LocalExecutor:
             except OSError:
                 pass
         for w in self.workers:
-            w.proc.join(2)
+            try:
+                w.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
             w.kill()
-
-
-def _prepend_paths(paths):
-    for p in reversed(paths):
-        if p not in sys.path:
-            sys.path.insert(0, p)
 
 
 class DaskExecutor:
@@ -211,12 +229,11 @@ class DaskExecutor:
             self.client = Client(address, timeout=30)
         else:
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=":0")
             self.client = Client(self.cluster)
         self.pythonpath = list(pythonpath)
         self._add_paths()
         self.futures: dict = {}  # task_id -> (future, deadline, started)
-        self._restarting = threading.Lock()
 
     def _add_paths(self):
         if self.pythonpath:
@@ -278,3 +295,7 @@ def make_executor(cfg, reference: dict):
     if cfg.kind == "dask":
         return DaskExecutor(cfg.workers, reference, cfg.timeout, cfg.address, cfg.pythonpath)
     return LocalExecutor(cfg.workers, reference, cfg.timeout, cfg.pythonpath)
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]))

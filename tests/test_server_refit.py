@@ -1,0 +1,112 @@
+"""Refit server, versions: a refit writes version N+1 and the client's poll returns it; two walkers both
+receive every version; rollback; near-duplicates dropped under a labelling budget; `pylal status`."""
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent / "server"))
+from helpers import HERE, ROOT, ThreadServer, si_cell, wait_until, write_config  # noqa: E402
+
+from pylal.cli import main as cli  # noqa: E402
+from pylal.model.params import Parameters  # noqa: E402
+from pylal.server.client import Client  # noqa: E402
+from pylal.server.refit import VersionStore, descriptor, near_duplicate, select_batch  # noqa: E402
+
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+
+
+def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
+    cfg = write_config(tmp_path / "run", initial=3, executor={"workers": 1, "timeout": 30.0})
+    with ThreadServer(cfg) as ts:
+        wait_until(ts.server.versions.current, 30, what="version 1")
+        walkers = [Client(ts.address, token_file=ts.cfg.token_path, walker=f"T{t}", run_id=f"run{t}",
+                          spool_dir=tmp_path / f"spool{t}", version=0, poll_interval=0.5) for t in (800, 1200)]
+        try:
+            seen = {w.walker: [] for w in walkers}
+
+            def collect():
+                for w in walkers:
+                    p = w.poll()  # non-blocking
+                    if p is not None:
+                        seen[w.walker].append(p.version)
+
+            first = [w.wait_for_version(1, 30) for w in walkers]
+            assert all(p is not None and p.version == 1 for p in first)
+            t0 = time.perf_counter()
+            assert walkers[0].poll() is None  # nothing newer yet: returns at once
+            assert time.perf_counter() - t0 < 0.01
+            for k in range(3):  # each flag -> one label -> version k + 2
+                walkers[k % 2].send_flag(si_cell(50 + k), {"step": 100 * k, "f_max": 0.4, "n_ranks": 2})
+                for w in walkers:
+                    p = w.wait_for_version(k + 2, 60)
+                    assert p is not None and p.version == k + 2
+                    seen[w.walker].append(p.version)
+                collect()
+            assert all(v == [2, 3, 4] for v in seen.values()), seen
+            # the file each walker received is the published version, byte for byte
+            for w in walkers:
+                assert Path(w.params_path).read_bytes() == (ts.cfg.run_dir / "versions" / "params_v000004.npz").read_bytes()
+            assert sorted(VersionStore(ts.cfg.run_dir).versions()) == [1, 2, 3, 4]
+            assert (ts.cfg.run_dir / "current.npz").read_bytes() == Path(walkers[0].params_path).read_bytes()
+
+            # rollback to version 2: published as version 5 with version 2's coefficients, refits held
+            assert cli(["rollback", "2", "--config", str(cfg), "--hold"]) == 0
+            assert "as version 5" in capsys.readouterr().out
+            for w in walkers:
+                p = w.wait_for_version(5, 30)
+                assert p is not None and p.version == 5
+                v2 = Parameters.load(ts.cfg.run_dir / "versions" / "params_v000002.npz")
+                np.testing.assert_array_equal(p.mean, v2.mean)
+                np.testing.assert_array_equal(p.committee, v2.committee)
+                assert p.hyper["rollback_of"] == 2
+            walkers[0].send_flag(si_cell(60), {"step": 999})
+            wait_until(lambda: ts.server.store.counts()["labeled"] == 4, 30, what="label while held")
+            time.sleep(1.0)
+            assert VersionStore(ts.cfg.run_dir).latest() == 5  # HOLD: no refit
+            (ts.cfg.run_dir / "HOLD").unlink()
+            assert walkers[1].wait_for_version(6, 30).version == 6  # resumed
+
+            # pylal status: queue, labels, versions, walkers, errors
+            time.sleep(2.5)  # status.json is rewritten every 2 s
+            assert cli(["status", str(cfg)]) == 0
+            out = capsys.readouterr().out
+            assert "4 flagged" in out and "4 labeled" in out and "current 6" in out
+            assert "T800" in out and "T1200" in out and "running" in out
+        finally:
+            for w in walkers:
+                w.close()
+
+
+def test_near_duplicates_dropped_under_budget(tmp_path):
+    base = si_cell(70)
+    twin = base.copy()
+    twin.positions += 1e-4 * np.random.default_rng(0).normal(size=twin.positions.shape)
+    other = si_cell(71, rattle=0.3)
+    r_cut = 3.8
+    d = {k: descriptor(a, r_cut) for k, a in dict(base=base, twin=twin, other=other).items()}
+    assert near_duplicate(d["base"], d["twin"], 0.02)
+    assert not near_duplicate(d["base"], d["other"], 0.02)
+    # rotated and permuted: the same configuration for the descriptor
+    rot = base.copy()
+    rot.rotate(37, "z", rotate_cell=True)
+    assert near_duplicate(d["base"], descriptor(rot[::-1], r_cut), 1e-9)
+    chosen, dropped = select_batch([(1, d["base"]), (2, d["twin"]), (3, d["other"])], [], budget=2, tol=0.02)
+    assert chosen == [1, 3] and dropped == [(2, 1)]
+    chosen, dropped = select_batch([(3, d["other"])], [d["other"]], budget=2, tol=0.02)
+    assert chosen == [] and dropped == [(3, None)]
+
+    cfg = write_config(tmp_path / "run", initial=3, executor={"workers": 1, "timeout": 30.0},
+                       refit={"budget_per_round": 2, "every_labels": 2})
+    with ThreadServer(cfg) as ts:
+        client = Client(ts.address, token=ts.key, walker="w", spool_dir=tmp_path / "spool")
+        for i, a in enumerate([base, twin, other]):
+            client.send_flag(a, {"step": i, "f_max": 1.0 - 0.1 * i})
+        assert client.flush(10)
+        client.close()
+        wait_until(lambda: ts.server.store.counts()["labeled"] == 2, 60, what="labels")
+        counts = ts.server.store.counts()
+        assert counts["dropped"] == 1 and counts["flagged"] == 3, counts
+        assert "near-duplicate" in ts.server.store.rows("dropped")[0].error

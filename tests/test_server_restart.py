@@ -1,0 +1,101 @@
+"""Refit server, durability: `pylal serve` killed with SIGKILL mid-queue and restarted: every flag is
+labelled or failed exactly once; the client spools while the server is away and resends."""
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import ase.db
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "server"))
+from helpers import HERE, ROOT, free_port, kill_process, si_cell, start_process, wait_until, write_config  # noqa: E402
+
+from pylal.server.client import Client, request  # noqa: E402
+from pylal.server.auth import read_token  # noqa: E402
+
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+
+
+def _counts(run):
+    db = ase.db.connect(str(run / "store.db"))
+    rows = list(db.select())
+    out = {}
+    for r in rows:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out, [r.key for r in rows], rows
+
+
+@pytest.mark.slow
+def test_kill_9_mid_queue_then_restart(tmp_path):
+    run = tmp_path / "run"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    # a slow reference (0.4 s a label) so that the kill lands mid-queue; 7-atom cells fail
+    cfg = write_config(run, bind=address, initial=3,
+                       reference={"calculator": "faulty:make", "options": {"delay": 0.4}},
+                       executor={"workers": 1, "timeout": 30.0, "retries": 0})
+    cells = [si_cell(200 + i, n_atoms=7 if i in (3, 11) else None) for i in range(16)]
+    client = None
+    proc = start_process(cfg, run)
+    try:
+        client = Client(address, token_file=run / "token", walker="w", spool_dir=tmp_path / "spool",
+                        ack_timeout=2.0)
+        for i, atoms in enumerate(cells[:10]):
+            client.send_flag(atoms, {"step": i, "f_max": 0.5})
+        assert client.flush(20)
+        wait_until(lambda: _counts(run)[0].get("labeled", 0) >= 2, 60, what="some labels")
+        os.kill(proc.pid, signal.SIGKILL)  # the server process only; its workers see EOF and exit
+        proc.wait(10)
+        before, _, _ = _counts(run)
+        assert before.get("queued", 0) + before.get("labeling", 0) > 0, before  # really mid-queue
+        # MD goes on while the server is down: flags are spooled, nothing blocks
+        t0 = time.perf_counter()
+        for i, atoms in enumerate(cells[10:], start=10):
+            client.send_flag(atoms, {"step": i, "f_max": 0.5})
+        client.send_flag(cells[0], {"step": 0})  # a resend of an already stored flag: deduplicated
+        assert time.perf_counter() - t0 < 0.05
+        time.sleep(1.0)
+        assert client.pending == 7 and len(list((tmp_path / "spool").glob("*.flag"))) == 7
+
+        proc = start_process(cfg, run)  # same run folder and address
+        assert client.flush(30), client.last_error
+        wait_until(lambda: not {"queued", "labeling"} & set(_counts(run)[0]), 90, what="queue drained")
+        counts, keys, rows = _counts(run)
+        assert len(keys) == len(set(keys)) == len(cells)  # nothing lost, nothing duplicated
+        assert counts == {"labeled": 14, "failed": 2}, counts
+        assert all(r.attempts == 1 or r.status == "failed" or r.attempts == 2 for r in rows)
+        status = request(address, read_token(run / "token"), {"type": "status"})
+        assert status["stats"]["requeued_at_start"] >= 1
+        p = client.wait_for_version(2, 30)
+        assert p is not None
+    finally:
+        if client is not None:
+            client.close()
+        kill_process(proc, signal.SIGTERM)
+
+
+def test_client_spools_until_server_starts(tmp_path):
+    run = tmp_path / "run"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    cfg = write_config(run, bind=address, initial=2, executor={"workers": 1, "timeout": 30.0})
+    from pylal.server.auth import ensure_token
+
+    key = ensure_token(run / "token")
+    client = Client(address, token=key, walker="early", spool_dir=tmp_path / "spool")
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        for i in range(3):
+            client.send_flag(si_cell(300 + i), {"step": i})
+        assert time.perf_counter() - t0 < 0.05  # no server: still returns at once
+        assert client.poll() is None
+        time.sleep(0.5)
+        assert client.pending == 3 and not client.connected
+        proc = start_process(cfg, run)
+        assert client.flush(30)
+        wait_until(lambda: _counts(run)[0].get("labeled", 0) == 3, 60, what="labels")
+    finally:
+        client.close()
+        if proc is not None:
+            kill_process(proc, signal.SIGTERM)
