@@ -156,6 +156,9 @@ FixPylal::~FixPylal()
 {
   if (engine && Py_IsInitialized()) {
     GilLock gil;
+    PyObject *done = PyObject_CallMethod(engine, "close", nullptr);    // flush flags to the server
+    if (!done) PyErr_Print();
+    Py_XDECREF(done);
     Py_DECREF(engine);
   }
   memory->destroy(peratom);

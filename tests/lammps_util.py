@@ -18,7 +18,8 @@ NKTV2P = 1.6021765e6  # metal units: bar per eV/A^3 (LAMMPS force->nktv2p)
 def env(**extra) -> dict:
     """One thread per rank. LAMMPS runs the pylal installed in the venv (`make test` reinstalls
     it whenever a source file changed), where the plugin library is."""
-    return dict(os.environ, **extra, OMP_NUM_THREADS="1",
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # not the source tree: no plugin there
+    return dict(base, **extra, OMP_NUM_THREADS="1",
                 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 

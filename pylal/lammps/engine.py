@@ -80,6 +80,36 @@ class Engine:
         self.messages: list[str] = []
         self._watch_stamp = self._stamp(s.watch) if self.rank == 0 else None
         self._pending: dict | None = None
+        self.client = self._connect_collective() if s.server else None
+
+    def _connect_collective(self):
+        """Rank 0 talks to the refit server (pylal/server/client.py: a background thread, so MD
+        never waits on it); the other ranks get its news by broadcast."""
+        s, error, client = self.settings, None, None
+        if self.rank == 0:
+            from pylal.server.client import Client
+            try:
+                address, token = s.server, s.token
+                if "://" not in address:  # a run folder
+                    token = token or os.path.join(address, "token")
+                    with open(os.path.join(address, "server.json")) as f:
+                        address = json.load(f)["address"]
+                client = Client(address, token_file=token, walker=s.walker or f"walker{s.seed}",
+                                spool_dir=os.path.join(s.flag_dir, "spool"), version=self.params.version)
+                self.log(f"refit server {address}, walker {client.walker}")
+            except (OSError, ValueError, KeyError) as err:
+                error = f"fix pylal: cannot use refit server '{s.server}': {err}"
+        error = self._bcast(error)
+        if error:
+            raise FixArgumentError(error)
+        return client
+
+    def close(self):
+        """End of the fix: give the server a moment for unsent flags (they stay spooled anyway)."""
+        if self.client is not None:
+            self.client.flush(timeout=10.0)
+            self.client.close()
+            self.client = None
 
     # ---- collective helpers -------------------------------------------------------------
     def _sum(self, x):
@@ -159,10 +189,13 @@ class Engine:
             return None
 
     def _poll_parameters(self, step: int):
-        """Rank 0 looks at the watched file; a new hash is broadcast and swapped in on all ranks
-        at this same step."""
-        new = None
-        if self.rank == 0 and self.settings.watch is not None:
+        """Rank 0 asks the refit server's client (if any), else looks at the watched file; new
+        parameters are broadcast and swapped in on all ranks at this same step."""
+        new, path = None, self.settings.watch
+        if self.client is not None:
+            new, path = self.client.poll(), self.client.params_path
+        if new is None and self.rank == 0 and self.settings.watch is not None:
+            path = self.settings.watch
             stamp = self._stamp(self.settings.watch)
             if stamp is not None and stamp != self._watch_stamp:
                 self._watch_stamp = stamp
@@ -172,9 +205,9 @@ class Engine:
                         new = candidate
                 except ParameterFileError as err:
                     self.log(f"step {step}: ignoring unreadable parameter file ({err})")
-        new = self._bcast(new)
+        new, path = self._bcast((new, path))
         if new is not None:
-            self.swap(new, step, self.settings.watch)
+            self.swap(new, step, path)
 
     def swap(self, params: Parameters, step: int, path: str | None = None):
         """Switch to new parameters (every rank calls this at the same step)."""
@@ -185,6 +218,10 @@ class Engine:
                      f"committee size differ from the running model's (restart LAMMPS for those)")
             return
         self.model.set_parameters(params)
+        if self.adaptive is not None:
+            # tau (HAL eq. 12) was averaged over the old committee's bias forces; as after each
+            # refit in HAL, it burns in again (tau = 0 for tau_window steps) on the new committee
+            self.adaptive = hal.AdaptiveTau(self.settings.tau_rel, self.settings.tau_window)
         self.n_swaps += 1
         if path is not None:
             self.params_path = path
@@ -274,9 +311,23 @@ class Engine:
             if hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol) and cooled:
                 self._write_flag(p, f_i, bias_norm)
                 out[STAT_STOP] = 1.0 if s.on_flag == "stop" else 0.0
+                if s.on_flag == "wait":
+                    self._wait_for_new_version(step)
         out[STAT_F_MAX], out[STAT_SOFTMAX], out[STAT_FLAGS] = self.f_max, self.softmax, self.n_flags
         out[STAT_MESSAGES] = len(self.messages)
         return int(out[STAT_STOP])
+
+    def _wait_for_new_version(self, step: int):
+        """on_flag wait: hold MD until the server publishes a version newer than the running one."""
+        new, path = None, None
+        if self.client is not None:
+            new = self.client.wait_for_version(self.params.version + 1, self.settings.wait_timeout)
+            path = self.client.params_path
+        new, path = self._bcast((new, path))
+        if new is None:
+            self.log(f"step {step}: no new parameters within {self.settings.wait_timeout:g} s; continuing")
+        else:
+            self.swap(new, step, path)
 
     def _write_flag(self, p: dict, f_i: np.ndarray, bias_norm: np.ndarray):
         n = p["n_local"]
@@ -293,6 +344,8 @@ class Engine:
         atoms = build_atoms(tags, types, x, p["box"], self.settings.elements,
                             {"f_i": f_all, "bias_force": b_all}, info)
         path = write_flag(atoms, self.settings.flag_dir, p["step"])
+        if self.client is not None:
+            self.client.send_flag(atoms, info)  # returns at once; spooled until the server acks
         self.log(f"step {p['step']}: flag {self.n_flags} (max f_i {self.f_max:.3g}, softmax {self.softmax:.3g}) -> {path}")
 
     # ---- restart ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-ON_FLAG = ("continue", "stop")
+ON_FLAG = ("continue", "stop", "wait")
 
 
 class FixArgumentError(ValueError):
@@ -25,17 +25,21 @@ class FixSettings:
     s_tol: float | None = 0.5  # softmax tolerance (HAL eq. 8); default when no f_tol is given
     f_tol: float | None = None  # max f_i tolerance (HAL eq. 7)
     check_every: int = 10  # steps between f_i checks and parameter-file polls
-    on_flag: str = "continue"  # continue | stop
+    on_flag: str = "continue"  # continue | stop | wait (for the refit server's next version)
     flag_dir: str = "pylal_flags"  # flagged configurations are written here (extxyz)
     cooldown: int = 100  # steps after a written flag during which no new one is written
     seed: int = 0  # walker seed, recorded with every flag (the refit server samples with it)
     watch: str | None = None  # parameter file polled for hot-swaps; default PARAMS, `none` = off
+    server: str | None = None  # refit server: its run folder (server.json, token) or tcp://host:port
+    token: str | None = None  # token file of the server; default SERVER_RUN_DIR/token
+    walker: str | None = None  # this run's name at the server; default walker<seed>
+    wait_timeout: float = 600.0  # on_flag wait: seconds to wait for a new version, then continue
 
 
-_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol"}
+_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "wait_timeout"}
 _INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
 _CHOICE = {"on_flag": ON_FLAG}
-_STRING = {"flag_dir", "watch"}
+_STRING = {"flag_dir", "watch", "server", "token", "walker"}
 KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)
 
 
@@ -97,6 +101,10 @@ def parse_fix_args(args: list[str], ntypes: int | None = None) -> FixSettings:
         raise FixArgumentError("fix pylal: give either 'tau' (fixed) or 'tau_rel' (adaptive), not both")
     if seen_tol == {"f_tol"}:
         values["s_tol"] = None  # f_tol alone replaces the default softmax criterion
+    if values.get("on_flag") == "wait" and "server" not in values:
+        raise FixArgumentError("fix pylal: 'on_flag wait' needs a refit server (keyword 'server')")
+    if "server" in values and "://" in values["server"] and "token" not in values:
+        raise FixArgumentError("fix pylal: 'server' given as an address needs 'token FILE' (or give the server's run folder)")
     watch = values.get("watch", values["params_path"])
     values["watch"] = None if watch == "none" else watch
     return FixSettings(**values)

@@ -24,8 +24,8 @@ from pylal.model.params import Parameters
 from pylal.server import auth, protocol
 from pylal.server.config import ServerConfig
 from pylal.server.executor import make_executor
-from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, descriptor, read_labelled, select_batch,
-                                spec_from_config)
+from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, _atomic_write, descriptor, read_labelled,
+                                select_batch, spec_from_config)
 from pylal.server.store import Store
 
 ANNOUNCE_WINDOW = 3600.0  # seconds: walkers heard from within this window get version announcements
@@ -48,9 +48,8 @@ class JsonLog:
 
 
 def _atomic_json(path: Path, obj):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    """Unique temporary file per call: several threads may write status.json at once."""
+    _atomic_write(path, json.dumps(obj, indent=1, default=str).encode())
 
 
 class Server:

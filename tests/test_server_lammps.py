@@ -1,0 +1,127 @@
+"""End to end: `pylal serve` + `mpirun -np 2 lmp` with fix pylal on Si, the SW oracle labelling.
+New versions are swapped into the running simulation; every flag ends labelled or failed, also
+when the server is killed with SIGKILL mid-run and restarted.
+
+f_tol 0 flags at every check step once the cool-down (50 steps) has passed: the loop is exercised
+at a known rate whatever the committee's uncertainty (physics of the criterion: test_fix_pylal)."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.db
+import ase.io
+import pytest
+
+from lammps_util import BIN, env, thermo
+from pylal.reference import make_calculator
+from pylal.sampling import diamond_si, oracle_md
+
+sys.path.insert(0, str(Path(__file__).parent / "server"))
+from helpers import free_port, kill_process, start_process, wait_until, write_config  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi]
+
+DECK = """units metal
+atom_style atomic
+boundary p p p
+lattice diamond 5.431
+region cell block 0 2 0 2 0 2
+create_box 1 cell
+create_atoms 1 box
+mass 1 28.0855
+pair_style zero 3.8
+pair_coeff * *
+fix ml all pylal {run}/current.npz elements Si tau 0.5 f_tol 0 check_every 10 &
+    cooldown 50 server {run} walker md600 flag_dir flags watch none
+velocity all create 900 11 mom yes rot yes
+fix nvt all nvt temp 900 900 0.1
+timestep 0.001
+thermo_style custom step temp pe f_ml[2] f_ml[4] f_ml[6] f_ml[7]
+thermo 10
+run {steps}
+"""
+
+
+@pytest.fixture(scope="module")
+def initial_data(tmp_path_factory):
+    """Six 64-atom SW configurations (MD at 600 and 1200 K): a start that keeps MD stable."""
+    sw = make_calculator("lammps")
+    configs = [a for i, t in enumerate((600, 1200)) for a in oracle_md(diamond_si(2), sw, t, 3, stride=40, seed=i)]
+    path = tmp_path_factory.mktemp("initial") / "initial.xyz"
+    ase.io.write(path, configs)
+    return path
+
+
+def start_server(tmp_path, initial_data):
+    run = tmp_path / "run"
+    config = write_config(run, bind=f"tcp://127.0.0.1:{free_port()}", initial=0,
+                          fit={"n_max": 6, "l_max": 3, "initial_data": [str(initial_data)]},
+                          refit={"every_labels": 1}, executor={"workers": 1, "timeout": 120.0})
+    server = start_process(config, run)
+    wait_until(lambda: (run / "current.npz").exists(), 120, what="the first version")
+    return run, config, server
+
+
+def start_lammps(run, workdir, steps):
+    (workdir / "in.deck").write_text(DECK.format(run=run, steps=steps))
+    return subprocess.Popen([str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"],
+                            cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def store_counts(run):
+    counts = {}
+    for row in ase.db.connect(str(run / "store.db")).select():
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return counts
+
+
+def finished_labelling(run, n_flags):
+    counts = store_counts(run)
+    return counts.get("labeled", 0) + counts.get("failed", 0) == n_flags == sum(counts.values())
+
+
+def check_end_state(run, workdir, lmp):
+    output = lmp.communicate(timeout=900)[0]
+    assert lmp.returncode == 0, output[-3000:]
+    rows = thermo((workdir / "log.lammps").read_text())
+    versions = [r["f_ml[7]"] for r in rows]
+    n_flags = int(rows[-1]["f_ml[6]"])
+    assert n_flags == len(list((workdir / "flags").glob("flag_*.xyz")))
+    wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5,
+               what=f"{n_flags} flags labelled or failed (store: {store_counts(run)})")
+    return versions, n_flags, output
+
+
+def test_refits_are_swapped_into_running_lammps(tmp_path, initial_data):
+    run, _, server = start_server(tmp_path, initial_data)
+    try:
+        lmp = start_lammps(run, tmp_path, steps=1500)
+        versions, n_flags, output = check_end_state(run, tmp_path, lmp)
+    finally:
+        kill_process(server)
+    print(f"flags {n_flags}, versions {versions[0]:.0f} -> {versions[-1]:.0f}, store {store_counts(run)}")
+    assert versions[-1] - versions[0] >= 3  # at least 3 refits went live during the run
+    assert sorted(versions) == versions
+    assert output.count("swapped in parameter version") >= 3
+
+
+def test_server_killed_mid_run_loses_nothing(tmp_path, initial_data):
+    run, config, server = start_server(tmp_path, initial_data)
+    lmp = start_lammps(run, tmp_path, steps=3000)
+    try:
+        def swapped_once():
+            rows = thermo((tmp_path / "log.lammps").read_text()) if (tmp_path / "log.lammps").exists() else []
+            return len(rows) > 1 and rows[-1]["f_ml[7]"] > rows[0]["f_ml[7]"]
+        wait_until(swapped_once, 300, interval=0.2, what="a first swap")
+        kill_process(server)  # SIGKILL to the server and its label workers
+        time.sleep(3.0)  # MD goes on; flags are spooled
+        assert lmp.poll() is None
+        server = start_process(config, run)
+        versions, n_flags, _ = check_end_state(run, tmp_path, lmp)
+    finally:
+        kill_process(server)
+        if lmp.poll() is None:
+            lmp.kill()
+    print(f"after kill -9: flags {n_flags}, store {store_counts(run)}, versions {versions[0]:.0f} -> {versions[-1]:.0f}")
+    assert n_flags >= 2
