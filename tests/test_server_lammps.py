@@ -4,6 +4,7 @@ when the server is killed with SIGKILL mid-run and restarted.
 
 f_tol 0 flags at every check step once the cool-down (50 steps) has passed: the loop is exercised
 at a known rate whatever the committee's uncertainty (physics of the criterion: test_fix_pylal)."""
+import json
 import subprocess
 import sys
 import time
@@ -33,8 +34,8 @@ mass 1 28.0855
 pair_style zero 3.8
 pair_coeff * *
 fix ml all pylal {run}/current.npz elements Si tau 0.5 f_tol 0 check_every 10 &
-    cooldown 50 server {run} walker md600 flag_dir flags watch none
-velocity all create 900 11 mom yes rot yes
+    cooldown 50 server {run} walker {walker} flag_dir flags watch none
+velocity all create 900 {seed} mom yes rot yes
 fix nvt all nvt temp 900 900 0.1
 timestep 0.001
 thermo_style custom step temp pe f_ml[2] f_ml[4] f_ml[6] f_ml[7]
@@ -63,9 +64,10 @@ def start_server(tmp_path, initial_data):
     return run, config, server
 
 
-def start_lammps(run, workdir, steps):
-    (workdir / "in.deck").write_text(DECK.format(run=run, steps=steps))
-    return subprocess.Popen([str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"],
+def start_lammps(run, workdir, steps, ranks=2, walker="md900", seed=11):
+    workdir.mkdir(exist_ok=True)
+    (workdir / "in.deck").write_text(DECK.format(run=run, steps=steps, walker=walker, seed=seed))
+    return subprocess.Popen([str(BIN / "mpirun"), "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"],
                             cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -77,48 +79,69 @@ def store_counts(run):
 
 
 def finished_labelling(run, n_flags):
+    """Every flag reached the server (one log event per (walker, step), resends included) and
+    every stored configuration is labelled or failed. Identical configurations share one row
+    (both walkers flag the same perfect lattice at step 0), so rows = distinct content keys."""
+    events = [json.loads(line) for line in (run / "server.log.jsonl").read_text().splitlines()]
+    flags = [e for e in events if e["event"] == "flag"]
     counts = store_counts(run)
-    return counts.get("labeled", 0) + counts.get("failed", 0) == n_flags == sum(counts.values())
+    done = counts.get("labeled", 0) + counts.get("failed", 0)
+    return (len({(e["walker"], e["step"]) for e in flags}) == n_flags
+            and done == sum(counts.values()) == len({e["key"] for e in flags}))
 
 
-def check_end_state(run, workdir, lmp):
+def walker_result(workdir, lmp):
+    """Waits for a LAMMPS walker; returns its parameter versions per thermo row, flags, output."""
     output = lmp.communicate(timeout=900)[0]
     assert lmp.returncode == 0, output[-3000:]
     rows = thermo((workdir / "log.lammps").read_text())
-    versions = [r["f_ml[7]"] for r in rows]
     n_flags = int(rows[-1]["f_ml[6]"])
     assert n_flags == len(list((workdir / "flags").glob("flag_*.xyz")))
+    return [r["f_ml[7]"] for r in rows], n_flags, output
+
+
+def check_end_state(run, workdir, lmp):
+    versions, n_flags, output = walker_result(workdir, lmp)
     wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5,
                what=f"{n_flags} flags labelled or failed (store: {store_counts(run)})")
     return versions, n_flags, output
 
 
-def test_refits_are_swapped_into_running_lammps(tmp_path, initial_data):
+def test_refits_are_swapped_into_two_running_walkers(tmp_path, initial_data):
+    """Walker 1: mpirun -np 2; walker 2: one rank, other seed. Both send flags to one server and
+    both swap in its new versions while they run."""
     run, _, server = start_server(tmp_path, initial_data)
     try:
-        lmp = start_lammps(run, tmp_path, steps=1500)
-        versions, n_flags, output = check_end_state(run, tmp_path, lmp)
+        first = start_lammps(run, tmp_path / "w1", steps=1500)
+        second = start_lammps(run, tmp_path / "w2", steps=1000, ranks=1, walker="md900b", seed=29)
+        results = [walker_result(tmp_path / "w1", first), walker_result(tmp_path / "w2", second)]
+        n_flags = sum(r[1] for r in results)
+        wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5,
+                   what=f"{n_flags} flags labelled or failed (store: {store_counts(run)})")
     finally:
         kill_process(server)
-    print(f"flags {n_flags}, versions {versions[0]:.0f} -> {versions[-1]:.0f}, store {store_counts(run)}")
-    assert versions[-1] - versions[0] >= 3  # at least 3 refits went live during the run
-    assert sorted(versions) == versions
-    assert output.count("swapped in parameter version") >= 3
+    for versions, flags, output in results:
+        print(f"walker: flags {flags}, versions {versions[0]:.0f} -> {versions[-1]:.0f}")
+        assert versions[-1] - versions[0] >= 3  # at least 3 refits went live during the run
+        assert sorted(versions) == versions
+        assert output.count("swapped in parameter version") >= 3
+    print(f"store {store_counts(run)}")
 
 
 def test_server_killed_mid_run_loses_nothing(tmp_path, initial_data):
     run, config, server = start_server(tmp_path, initial_data)
-    lmp = start_lammps(run, tmp_path, steps=3000)
+    workdir = tmp_path / "w1"
+    lmp = start_lammps(run, workdir, steps=3000)
     try:
         def swapped_once():
-            rows = thermo((tmp_path / "log.lammps").read_text()) if (tmp_path / "log.lammps").exists() else []
+            rows = thermo((workdir / "log.lammps").read_text()) if (workdir / "log.lammps").exists() else []
             return len(rows) > 1 and rows[-1]["f_ml[7]"] > rows[0]["f_ml[7]"]
         wait_until(swapped_once, 300, interval=0.2, what="a first swap")
         kill_process(server)  # SIGKILL to the server and its label workers
         time.sleep(3.0)  # MD goes on; flags are spooled
         assert lmp.poll() is None
         server = start_process(config, run)
-        versions, n_flags, _ = check_end_state(run, tmp_path, lmp)
+        versions, n_flags, _ = check_end_state(run, workdir, lmp)
     finally:
         kill_process(server)
         if lmp.poll() is None:
