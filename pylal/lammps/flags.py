@@ -1,11 +1,14 @@
 """Writing flagged configurations: gathered to rank 0, one extxyz file per flag."""
 from __future__ import annotations
 
+import io
 import os
 
 import ase.io
 import numpy as np
 from ase import Atoms
+
+from pylal.files import atomic_write
 
 
 def lammps_cell(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,12 +35,11 @@ def build_atoms(tags, types, positions, box, elements, arrays: dict, info: dict)
 
 
 def write_flag(atoms: Atoms, flag_dir: str, step: int) -> str:
-    """Atomic write of flag_dir/flag_<step>.xyz (written to a temporary name, then renamed)."""
-    os.makedirs(flag_dir, exist_ok=True)
+    """Atomic write of flag_dir/flag_<step>.xyz."""
     path = os.path.join(flag_dir, f"flag_{step:010d}.xyz")
-    tmp = path + ".tmp"
+    text = io.StringIO()
     # parallel=False: ASE would otherwise make this a collective call on MPI_COMM_WORLD, but only
     # rank 0 writes (a deadlock under mpirun)
-    ase.io.write(tmp, atoms, format="extxyz", parallel=False)
-    os.replace(tmp, path)
+    ase.io.write(text, atoms, format="extxyz", parallel=False)
+    atomic_write(path, text.getvalue().encode())
     return path

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pylal.files import atomic_write
 from pylal.model.basis import BasisSpec
 
 FORMAT = "pylal-params/1"
@@ -69,19 +69,10 @@ class Parameters:
         path = Path(path)
         header = self._header()
         header["hash"] = _hash(header, self.mean, self.committee)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, mean=self.mean, committee=self.committee,
-                         header=np.array(json.dumps(header, sort_keys=True)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=self.mean, committee=self.committee,
+                 header=np.array(json.dumps(header, sort_keys=True)))
+        atomic_write(path, buffer.getvalue())
         return header["hash"]
 
     @classmethod

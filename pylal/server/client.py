@@ -32,7 +32,7 @@ import zmq
 
 from pylal.model.params import ParameterFileError, Parameters
 from pylal.server import auth, protocol
-from pylal.server.refit import _atomic_write
+from pylal.files import atomic_write
 
 
 class Client:
@@ -201,7 +201,7 @@ class Client:
                 return
             path = self.spool / f"{next(self._seq):020d}_{fid}.flag"
             self._pending[fid] = path  # before writing, so `pending` never reads 0 in between
-            _atomic_write(path, msgpack.packb(msg, use_bin_type=True))
+            atomic_write(path, msgpack.packb(msg, use_bin_type=True))
 
     def _on_reply(self, frames, in_flight):
         if len(frames) != 2 or not auth.verify(self.key, frames[0], frames[1]):
@@ -250,7 +250,7 @@ class Client:
             return
         path = self.spool / "params" / f"params_v{version:06d}.npz"
         try:
-            _atomic_write(path, msg["data"])
+            atomic_write(path, msg["data"])
             params = Parameters.load(path)
         except (OSError, KeyError, ParameterFileError) as err:
             self.last_error = f"received parameters unusable: {err}"

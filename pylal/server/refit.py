@@ -15,33 +15,19 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from pylal.files import atomic_write
 from pylal.fit.bayes import fit_design
 from pylal.fit.design import DesignSet, Weights
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 
 _VERSION_FILE = re.compile(r"params_v(\d+)\.npz$")
-
-
-def _atomic_write(path: Path, data: bytes):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class VersionStore:
@@ -83,8 +69,8 @@ class VersionStore:
             digest = params.save(path)
             pointer = dict(version=params.version, hash=digest, file=str(path.relative_to(self.run_dir)),
                            published_at=time.time(), **info)
-            _atomic_write(self.current_npz, path.read_bytes())
-            _atomic_write(self.pointer, json.dumps(pointer, indent=1).encode())
+            atomic_write(self.current_npz, path.read_bytes())
+            atomic_write(self.pointer, json.dumps(pointer, indent=1).encode())
         return pointer
 
     def current(self) -> dict | None:

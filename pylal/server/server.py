@@ -20,11 +20,12 @@ from pathlib import Path
 
 import zmq
 
+from pylal.files import atomic_write
 from pylal.model.params import Parameters
 from pylal.server import auth, protocol
 from pylal.server.config import ServerConfig
 from pylal.server.executor import make_executor
-from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, _atomic_write, descriptor, read_labelled,
+from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, descriptor, read_labelled,
                                 select_batch, spec_from_config)
 from pylal.server.store import Store
 
@@ -49,7 +50,7 @@ class JsonLog:
 
 def _atomic_json(path: Path, obj):
     """Unique temporary file per call: several threads may write status.json at once."""
-    _atomic_write(path, json.dumps(obj, indent=1, default=str).encode())
+    atomic_write(path, json.dumps(obj, indent=1, default=str).encode())
 
 
 class Server:
