@@ -148,3 +148,23 @@ def test_server_killed_mid_run_loses_nothing(tmp_path, initial_data):
             lmp.kill()
     print(f"after kill -9: flags {n_flags}, store {store_counts(run)}, versions {versions[0]:.0f} -> {versions[-1]:.0f}")
     assert n_flags >= 2
+
+
+def test_on_flag_wait_holds_md_until_the_next_version(tmp_path, initial_data):
+    """on_flag wait: each flag is followed, at the same step, by the swap to a newer version."""
+    run, _, server = start_server(tmp_path, initial_data)
+    workdir = tmp_path / "w1"
+    workdir.mkdir()
+    deck = DECK.format(run=run, steps=120, walker="waiter", seed=5).replace(
+        "flag_dir flags", "flag_dir flags on_flag wait wait_timeout 120")
+    (workdir / "in.deck").write_text(deck)
+    try:
+        out = subprocess.run([str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"], cwd=workdir, env=env(),
+                             capture_output=True, text=True, timeout=600)
+    finally:
+        kill_process(server)
+    assert out.returncode == 0, out.stdout[-3000:]
+    flag_steps = [int(line.split("step ")[1].split(":")[0]) for line in out.stdout.splitlines() if ": flag " in line]
+    swap_steps = [int(line.split("step ")[1].split(":")[0]) for line in out.stdout.splitlines() if "swapped in" in line]
+    assert flag_steps == [0, 50, 100]  # f_tol 0, cooldown 50
+    assert all(step in swap_steps for step in flag_steps)
