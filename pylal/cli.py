@@ -126,6 +126,9 @@ def main(argv=None):
     rb.add_argument("--config", required=True, help="server configuration (TOML) or run folder")
     rb.add_argument("--hold", action="store_true", help="also pause refits until RUN/HOLD is deleted")
     rb.set_defaults(func=_rollback)
+    from pylal.select.command import add_parser as add_filter_parser  # `pylal filter` (docs/selection.md)
+
+    add_filter_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

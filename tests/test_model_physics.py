@@ -155,3 +155,30 @@ def test_member_forces_and_f_i(si_spec, si_cell):
     from pylal.hal.physics import relative_force_uncertainty
     f = relative_force_uncertainty(res.member_forces, res.forces_mean, eps)
     np.testing.assert_allclose(f, spread / (np.linalg.norm(res.forces_mean, axis=1) + eps))
+
+
+def test_member_gradients_equal_the_explicit_pair_jacobian(sic_spec, sic_cell):
+    """member_gradients (per-centre contraction, no P x F x 3 Jacobian) == Jacobian . coefficients,
+    two species, padded pairs included."""
+    import jax.numpy as jnp
+
+    from pylal.model.member_gradients import member_gradients, neighbor_slots
+    from pylal.model.neighbors import ase_pairs
+    from reference_jacobian import features_and_pair_jacobian
+
+    pairs = ase_pairs(sic_cell, sic_spec.r_cut, sic_spec.species)
+    n, p = pairs.n_centers, pairs.n_pairs
+    vectors = np.concatenate([pairs.vectors, [[2 * sic_spec.r_cut, 0, 0]] * 5])  # 5 padded pairs
+    centers = np.concatenate([pairs.centers, np.zeros(5, np.int32)])
+    neighbor_species = pairs.species[np.concatenate([pairs.neighbors, np.zeros(5, np.int32)])]
+    mask = np.concatenate([np.ones(p), np.zeros(5)])
+    slots, most = neighbor_slots(pairs.centers, n)
+    slots = np.concatenate([slots, np.zeros(5, np.int32)])
+    coefs = np.random.default_rng(3).normal(size=(6, sic_spec.n_species, sic_spec.n_per_species))
+    grads = member_gradients(sic_spec, jnp.asarray(vectors), centers, slots, mask, neighbor_species,
+                             pairs.species[:n], n, most + 3, jnp.asarray(coefs), chunk=3)
+    _, jac = features_and_pair_jacobian(sic_spec, jnp.asarray(pairs.vectors), pairs.centers, neighbor_species[:p], n)
+    centre_species = pairs.species[pairs.centers]
+    expected = np.einsum("pfa,mpf->mpa", jac, coefs[:, centre_species, :])
+    assert np.abs(np.asarray(grads)[:, :p] - expected).max() < 1e-12 * max(1.0, np.abs(expected).max())
+    assert np.all(np.asarray(grads)[:, p:] == 0)

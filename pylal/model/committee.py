@@ -5,8 +5,8 @@ basis B, and every force is one reverse pass through the basis with a coefficien
 cotangent. The HAL force -grad(E_bar - tau sigma) = -(c_bar - tau w) . grad B with
 w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma) (HAL eqs. 9-10), so a HAL step is the mean step
 with one extra cotangent (w, needed separately for adaptive tau). Per-member forces for f_i
-(HAL eq. 6) come from the explicit pair Jacobian dB/dr contracted with all K + 2 coefficient
-vectors in one matrix product (`features_and_pair_jacobian`).
+(HAL eq. 6) contract all K + 2 coefficient vectors with dE/d(density) per centre, without the
+explicit pair Jacobian (`member_gradients`).
 
 Atom and pair counts are padded to size buckets (see `bucket`) so MD does not recompile.
 """
@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.hal import physics as hal
-from pylal.model.basis import BasisSpec, atomic_features, features_and_pair_jacobian
+from pylal.model.basis import BasisSpec, atomic_features
+from pylal.model.member_gradients import member_gradients, neighbor_slots
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
 from pylal.model.prior import species_charges, zbl_pair_energy
@@ -29,6 +30,7 @@ from pylal.model.prior import species_charges, zbl_pair_energy
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
 _PAIR_CAPACITY: dict = {}  # padded pair count per padded atom count; grows only, with headroom
+_SLOT_CAPACITY: dict = {}  # neighbour slots per centre (member forces) per padded centre count; grows only
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -66,8 +68,8 @@ class StepResult:
         return hal.hal_energy(self.energy, self.tau, self.sigma)
 
 
-def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
-          vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask,
+def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
+          vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
           mean, committee, noise_precision, tau):
     # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
     # energy_mask: centres whose energies count in E (the owned atoms; a subset when ghost
@@ -89,8 +91,8 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
         return 0.5 * jnp.sum(mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
 
     with_members = mode == "members"
-    if with_members:  # explicit pair Jacobians: forces for all K + 2 vectors in matrix products
-        feats, jac = features_and_pair_jacobian(spec, vectors, centers, neighbor_species, n_centers)
+    if with_members:  # all K + 2 coefficient vectors contracted per centre (member_gradients)
+        feats = learned_features(vectors)
     else:  # one reverse pass with 1 (mean) or 2 (mean, w) cotangents
         feats, pullback = jax.vjp(learned_features, vectors)
     s, dp = spec.n_species, spec.n_per_species
@@ -107,9 +109,8 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int,
     stack = [mean[None]] + ([w[None]] if mode != "mean" else []) + ([committee] if with_members else [])
     coefs = jnp.concatenate(stack).reshape(-1, s, dp)
     if with_members:
-        pair_species = center_species[centers]
-        grads = sum(jnp.where((pair_species == k)[None, :, None],
-                              jnp.einsum("pfa,mf->mpa", jac, coefs[:, k]), 0.0) for k in range(s))
+        grads = member_gradients(spec, vectors, centers, slots, pair_mask, neighbor_species, center_species,
+                                 n_centers, n_slots, coefs)
     else:
         cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
         (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
@@ -156,8 +157,8 @@ class CommitteeModel:
         self._committee = jnp.asarray(params.committee)
         self._noise = jnp.asarray(float(params.noise_precision))
 
-    def _compiled(self, mode: str, n_atoms: int):
-        key = (self.spec, mode, n_atoms, self._reduce)
+    def _compiled(self, mode: str, n_atoms: int, n_slots: int):
+        key = (self.spec, mode, n_atoms, n_slots, self._reduce)
         if key not in _COMPILED:
             reduce_sum = None
             if self._reduce is not None:
@@ -168,7 +169,7 @@ class CommitteeModel:
                         lambda a: np.asarray(host(np.asarray(a)), dtype=np.float64),
                         jax.ShapeDtypeStruct(x.shape, x.dtype), x, ordered=True)
             charges = jnp.asarray(species_charges(self.spec.species))
-            fn = functools.partial(_step, self.spec, charges, mode, reduce_sum, n_atoms)
+            fn = functools.partial(_step, self.spec, charges, mode, reduce_sum, n_atoms, n_slots)
             _COMPILED[key] = jax.jit(fn)
         return _COMPILED[key]
 
@@ -201,8 +202,14 @@ class CommitteeModel:
         energy_mask[: pairs.n_centers if n_energy_centers is None else n_energy_centers] = 1.0
         pair_mask = np.zeros(n_p)
         pair_mask[:P] = 1.0
-        out = self._compiled(mode, n_a)(
-            vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask,
+        slots, n_slots = np.zeros(n_p, np.int32), 0
+        if members:  # neighbour slots per centre, padded to a bucket so MD does not recompile
+            slots[:P], most = neighbor_slots(pairs.centers, pairs.n_centers)
+            n_slots = _SLOT_CAPACITY.get(n_c, 0)
+            if most > n_slots:
+                n_slots = _SLOT_CAPACITY[n_c] = bucket(int(1.25 * most), minimum=8)
+        out = self._compiled(mode, n_a, n_slots)(
+            vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
             self._mean, self._committee, self._noise, float(tau))
         out = jax.device_get(out)
         n = pairs.n_atoms
