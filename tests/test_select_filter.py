@@ -12,7 +12,9 @@ from pylal.fit.design import configuration_blocks
 from pylal.model.basis import BasisSpec
 from pylal.reference import label, make_calculator
 from pylal.sampling import diamond_si
-from pylal.select.features import evidence_sigma2, labelled_config, posterior_features
+from pylal.fit.design import DesignSet
+from pylal.select.features import (basis_vectors, design_features, evidence_sigma2, labelled_config,
+                                   posterior_features)
 from pylal.select.greedy import max_relative_force_uncertainty
 
 SPEC = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
@@ -66,6 +68,14 @@ def test_posterior_features_from_atoms(pool):
     # evidence noise: kernel = alpha B^T Sigma B' > 0, same shapes
     e_pool, _ = posterior_features(SPEC, pool[4:], pool[:4], params=params, noise="evidence")
     assert evidence_sigma2(params) > 0 and np.all(np.isfinite(e_pool))
+    # the server's path: training set as a DesignSet, candidates as unlabelled B
+    design = DesignSet(SPEC)
+    for a in pool[:4]:
+        design.add(a)
+    unlabelled = [a.copy() for a in pool[4:]]
+    s_pool, s_train = design_features(design, basis_vectors(SPEC, unlabelled))
+    assert np.allclose(s_pool, phi_pool, rtol=1e-9, atol=1e-12)
+    assert np.allclose(s_train, phi_train, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["greedy_fi", "maxdet"])

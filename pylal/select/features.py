@@ -112,3 +112,24 @@ def posterior_features(spec: BasisSpec, pool_atoms, train_atoms, weights: Weight
     sigma2 = evidence_sigma2(params) if noise == "evidence" else None
     t = training_transform([c.rows for c in train], sigma2)
     return t(basis_vectors(spec, pool_atoms)), t(np.array([c.basis for c in train]))
+
+
+def basis_from_block(rows: np.ndarray, kinds: np.ndarray, weights: Weights) -> np.ndarray | None:
+    """B of a configuration from its design block (energy row = sqrt(w_E) B / N, N = force rows / 3);
+    None without an energy row, force rows or energy weight."""
+    e, n_f = rows[kinds == "E"], int((kinds == "F").sum())
+    if len(e) == 0 or n_f == 0 or weights.energy <= 0:
+        return None
+    return e[0] * (n_f // 3) / np.sqrt(weights.energy)
+
+
+def design_features(design, pool_basis: np.ndarray, params=None, noise: str = "trace"):
+    """For the refit server: phi_GP of candidate configurations (their B, e.g. from basis_vectors)
+    and of the training set held in a pylal.fit.design.DesignSet (`Refitter.design`), without
+    evaluating the basis of any training configuration again. Training configurations whose B
+    cannot be recovered (no energy or force rows) still enter the posterior, not the centres."""
+    rows = [blk[0] for blk in design.blocks]
+    t = training_transform(rows, evidence_sigma2(params) if noise == "evidence" else None)
+    train = [basis_from_block(r, k, design.weights) for r, _, k in design.blocks]
+    train = np.array([b for b in train if b is not None]).reshape(-1, design.spec.size)
+    return t(np.asarray(pool_basis, dtype=np.float64)), t(train)
