@@ -41,6 +41,7 @@ def oracle_md(atoms, calculator, temperature, n_samples, stride=50, equilibrate=
     out = []
     for _ in range(n_samples):
         dyn.run(stride)
-        atoms.get_stress()
+        if atoms.pbc.all():  # a stress exists only for a fully periodic cell (not for slabs)
+            atoms.get_stress()
         out.append(snapshot(atoms))
     return out
