@@ -162,7 +162,7 @@ def test_member_gradients_equal_the_explicit_pair_jacobian(sic_spec, sic_cell):
     two species, padded pairs included."""
     import jax.numpy as jnp
 
-    from pylal.model.member_gradients import member_gradients, neighbor_slots
+    from pylal.model.member_gradients import member_gradients, neighbor_slots, pair_expansion
     from pylal.model.neighbors import ase_pairs
     from reference_jacobian import features_and_pair_jacobian
 
@@ -175,8 +175,9 @@ def test_member_gradients_equal_the_explicit_pair_jacobian(sic_spec, sic_cell):
     slots, most = neighbor_slots(pairs.centers, n)
     slots = np.concatenate([slots, np.zeros(5, np.int32)])
     coefs = np.random.default_rng(3).normal(size=(6, sic_spec.n_species, sic_spec.n_per_species))
-    grads = member_gradients(sic_spec, jnp.asarray(vectors), centers, slots, mask, neighbor_species,
-                             pairs.species[:n], n, most + 3, jnp.asarray(coefs), chunk=3)
+    expansion = pair_expansion(sic_spec, jnp.asarray(vectors), centers, neighbor_species, n)
+    grads = member_gradients(sic_spec, expansion, centers, slots, mask, pairs.species[:n], most + 3,
+                             jnp.asarray(coefs), chunk=3)
     _, jac = features_and_pair_jacobian(sic_spec, jnp.asarray(pairs.vectors), pairs.centers, neighbor_species[:p], n)
     centre_species = pairs.species[pairs.centers]
     expected = np.einsum("pfa,mpf->mpa", jac, coefs[:, centre_species, :])

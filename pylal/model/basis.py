@@ -118,9 +118,14 @@ def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_cente
     density = jax.ops.segment_sum(
         channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers
     )  # (n_centers, C, LM)
-    pair = density[:, :, 0]
-    iu, ju = _triu(c)
-    blocks = [jnp.ones((n_centers, 1), vectors.dtype), pair]
+    return power_spectrum(spec, density)
+
+
+def power_spectrum(spec: BasisSpec, density):
+    """d_i = [1, A_i[c,00], p_l[c,d] = sum_m A_i[c,lm] A_i[d,lm] (c <= d, l = 0..l_max)]."""
+    n_centers = density.shape[0]
+    iu, ju = _triu(spec.n_channels)
+    blocks = [jnp.ones((n_centers, 1), density.dtype), density[:, :, 0]]
     for l in range(spec.l_max + 1):
         a_l = density[:, :, l * l : (l + 1) * (l + 1)]
         p_l = jnp.einsum("icm,idm->icd", a_l, a_l)

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.hal import physics as hal
-from pylal.model.basis import BasisSpec, atomic_features
-from pylal.model.member_gradients import member_gradients, neighbor_slots
+from pylal.model.basis import BasisSpec, atomic_features, power_spectrum
+from pylal.model.member_gradients import member_gradients, neighbor_slots, pair_expansion
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
 from pylal.model.prior import species_charges, zbl_pair_energy
@@ -92,7 +92,8 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
 
     with_members = mode == "members"
     if with_members:  # all K + 2 coefficient vectors contracted per centre (member_gradients)
-        feats = learned_features(vectors)
+        expansion = pair_expansion(spec, vectors, centers, neighbor_species, n_centers)
+        feats = power_spectrum(spec, expansion.density)
     else:  # one reverse pass with 1 (mean) or 2 (mean, w) cotangents
         feats, pullback = jax.vjp(learned_features, vectors)
     s, dp = spec.n_species, spec.n_per_species
@@ -109,8 +110,7 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     stack = [mean[None]] + ([w[None]] if mode != "mean" else []) + ([committee] if with_members else [])
     coefs = jnp.concatenate(stack).reshape(-1, s, dp)
     if with_members:
-        grads = member_gradients(spec, vectors, centers, slots, pair_mask, neighbor_species, center_species,
-                                 n_centers, n_slots, coefs)
+        grads = member_gradients(spec, expansion, centers, slots, pair_mask, center_species, n_slots, coefs)
     else:
         cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
         (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector

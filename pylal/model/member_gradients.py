@@ -14,6 +14,8 @@ chunks of centres to bound memory.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,24 +49,41 @@ def _symmetric_blocks(spec: BasisSpec, coefs):
     return pair, blocks
 
 
-def member_gradients(spec: BasisSpec, vectors, centers, slots, pair_mask, neighbor_species, center_species,
-                     n_centers: int, n_slots: int, coefs, chunk: int = 8):
+class PairExpansion(NamedTuple):
+    """Per-pair radial and angular terms with their derivatives, and the centres' densities."""
+
+    rhat: jnp.ndarray  # (P, 3)
+    channel: jnp.ndarray  # R_c (P, C)
+    d_channel: jnp.ndarray  # R'_c (P, C)
+    ylm: jnp.ndarray  # (P, LM)
+    d_ylm: jnp.ndarray  # (P, 3, LM)
+    density: jnp.ndarray  # A_i[c, lm] (n_centers, C, LM); features: basis.power_spectrum(spec, density)
+
+
+def pair_expansion(spec: BasisSpec, vectors, centers, neighbor_species, n_centers: int) -> PairExpansion:
+    c = spec.n_channels
+    r = jnp.linalg.norm(vectors, axis=-1)
+    radial, d_radial = jax.jvp(lambda x: radial_basis(spec, x), (r,), (jnp.ones_like(r),))
+    ylm, d_ylm = sphericart_jax.dsph.dsph(vectors, spec.l_max, True)  # (P, LM), (P, 3, LM)
+    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)
+    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)
+    d_channel = (onehot[:, :, None] * d_radial[:, None, :]).reshape(-1, c)
+    density = jax.ops.segment_sum(channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers)
+    return PairExpansion(vectors / r[:, None], channel, d_channel, ylm, d_ylm, density)
+
+
+def member_gradients(spec: BasisSpec, pairs: PairExpansion, centers, slots, pair_mask, center_species,
+                     n_slots: int, coefs, chunk: int = 8):
     """dE^m/dr_p (M, P, 3) for coefs (M, S, F) (row m: coefficients of each centre species).
 
     slots: position of each pair in its centre's list (< n_slots, see `neighbor_slots`); padded
     pairs (pair_mask 0) add nothing. chunk: centres per batched product (small is cache-friendly)."""
     c, lm = spec.n_channels, (spec.l_max + 1) ** 2
-    r = jnp.linalg.norm(vectors, axis=-1)
-    rhat = vectors / r[:, None]
-    radial, d_radial = jax.jvp(lambda x: radial_basis(spec, x), (r,), (jnp.ones_like(r),))
-    ylm, d_ylm = sphericart_jax.dsph.dsph(vectors, spec.l_max, True)  # (P, LM), (P, 3, LM)
-    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)
-    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)  # R_c (P, C)
-    d_channel = (onehot[:, :, None] * d_radial[:, None, :]).reshape(-1, c)  # R'_c
-    density = jax.ops.segment_sum(channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers)
+    rhat, channel, d_channel, ylm, d_ylm, density = pairs
+    n_centers, dtype = density.shape[0], density.dtype
     # G^m_i[c, lm] = dE^m / dA_i[c, lm], with each centre's own species' coefficients
     m = coefs.shape[0]
-    grad_a = jnp.zeros((n_centers, m, c, lm), vectors.dtype)
+    grad_a = jnp.zeros((n_centers, m, c, lm), dtype)
     for s in range(spec.n_species):
         pair, blocks = _symmetric_blocks(spec, coefs[:, s])
         g = [jnp.einsum("kcd,ndm->nkcm", w, density[:, :, l * l:(l + 1) * (l + 1)]) for l, w in enumerate(blocks)]
@@ -74,10 +93,10 @@ def member_gradients(spec: BasisSpec, vectors, centers, slots, pair_mask, neighb
     # per-centre padded neighbour layout: [Y | dY/dx | dY/dy | dY/dz] (n_centers, J, 4, LM)
     mask = pair_mask[:, None]
     basis = jnp.concatenate([ylm[:, None, :], d_ylm], axis=1) * mask[:, :, None]
-    slot_basis = jnp.zeros((n_centers, n_slots, 4, lm), vectors.dtype).at[centers, slots].add(basis)
-    slot_radial = jnp.zeros((n_centers, n_slots, c), vectors.dtype).at[centers, slots].add(channel * mask)
-    slot_d_radial = jnp.zeros((n_centers, n_slots, c), vectors.dtype).at[centers, slots].add(d_channel * mask)
-    slot_rhat = jnp.zeros((n_centers, n_slots, 3), vectors.dtype).at[centers, slots].add(rhat * mask)
+    slot_basis = jnp.zeros((n_centers, n_slots, 4, lm), dtype).at[centers, slots].add(basis)
+    slot_radial = jnp.zeros((n_centers, n_slots, c), dtype).at[centers, slots].add(channel * mask)
+    slot_d_radial = jnp.zeros((n_centers, n_slots, c), dtype).at[centers, slots].add(d_channel * mask)
+    slot_rhat = jnp.zeros((n_centers, n_slots, 3), dtype).at[centers, slots].add(rhat * mask)
 
     def per_chunk(args):
         g, b, rad, d_rad, rh = args
