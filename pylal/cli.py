@@ -129,6 +129,9 @@ def main(argv=None):
     from pylal.select.command import add_parser as add_filter_parser  # `pylal filter` (docs/selection.md)
 
     add_filter_parser(sub)
+    from pylal.report.command import add_parser as add_report_parser  # `pylal report` (docs/report.md)
+
+    add_report_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
