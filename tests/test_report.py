@@ -17,7 +17,7 @@ from pylal.model.params import Parameters
 from pylal.report import build_report
 from pylal.report.data import load_run
 from pylal.report.evaluate import learning_curve
-from pylal.report.plot_walkers import version_changes
+from pylal.report.plot_walkers import timeline, version_changes
 from pylal.sampling import diamond_si
 
 SPEC = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
@@ -139,9 +139,13 @@ def test_full_report(run_dir):
     assert again["points"][0]["force_rmse"] == points[1]["force_rmse"]
 
 
-def test_version_changes_from_trace():
+def test_trace_timeline():
+    """Version changes where the column changes; a restarted walker (step counter from 0 again in
+    the same trace) is drawn after its previous segment, one check interval later."""
     trace = {"version": np.array([1, 1, 2, 2, 2, 4.0]), "step": np.array([0, 10, 20, 30, 40, 50.0])}
     assert version_changes(trace) == [(20.0, 2), (50.0, 4)]
+    x, restarts = timeline({"step": np.array([0, 5, 10, 0, 5, 10, 2.0])})
+    assert x.tolist() == [0, 5, 10, 15, 20, 25, 30] and restarts.tolist() == [3, 6]
 
 
 def test_partial_run_says_what_is_missing(tmp_path):
@@ -160,4 +164,4 @@ def test_partial_run_says_what_is_missing(tmp_path):
                  "walkers/a/trace.csv: 1 malformed row(s) skipped"):
         assert what in page, what
     assert dict((q, v) for q, v, _ in report.summary)["wall time"] == "100.0 s so far"
-    assert "MD (sum over walkers" in page  # time split from the trace (no timings in campaign.json)
+    assert "MD (trace spans)" in page  # time split from the trace (no timings in campaign.json)

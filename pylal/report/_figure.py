@@ -25,10 +25,17 @@ def save(fig, path: Path) -> Path:
 
 
 def log_helps(values, ratio: float = 20.0) -> bool:
-    """Log scale when every finite value is positive and they span more than `ratio`."""
+    """Log scale when the positive finite values (at least half of all finite ones) span more than
+    `ratio`. Zeros (e.g. f_max of a check step without neighbours) are then drawn at the axis edge."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    return len(v) > 1 and v.min() > 0 and v.max() / v.min() > ratio
+    pos = v[v > 0]
+    return len(pos) > 1 and len(pos) >= len(v) / 2 and pos.max() / pos.min() > ratio
+
+
+def set_log(ax, axis: str = "y"):
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log", nonpositive="clip")
+    plain_log_ticks(ax, axis)
 
 
 def plain_log_ticks(ax, axis: str = "y"):

@@ -84,12 +84,13 @@ def build_report(run_dir, out_dir=None, now: float | None = None) -> Report:
            "model (committee mean) against the reference on holdout.xyz: energy per atom and every force component.",
            "needs holdout.xyz and a loadable final/params.npz or parameter version")
 
-    split = time_split(run)
+    split = time_split(run, now)
     tim = []
     if split is not None:
         rows = [[k, duration(v)] for k, v in split["seconds"].items()]
         rows += [["wall time", duration(split["wall"])]] if split.get("wall") is not None else []
-        tim.append(("table", [f"part ({split['source']})", "time"], rows))
+        tim.append(("table", ["part", "time"], rows))
+        tim.append(("note", f"source: {split['source']}"))
     figure(tim, plot_time_split(split, out / "time_split.png") if split is not None else None,
            "MD, labelling and fitting overlap in time (walkers run while the reference labels), so the bars "
            "need not add up to the wall time.", "no timings in campaign.json and no server log or traces")

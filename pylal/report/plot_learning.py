@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pylal.report._figure import log_helps, new_figure, plain_log_ticks, save
+from pylal.report._figure import log_helps, new_figure, save, set_log
 
 
 def plot_learning_curve(curve: dict, path):
@@ -30,8 +30,7 @@ def plot_learning_curve(curve: dict, path):
             ax.plot([final["n_configs"]], [final[key] * scale], "*", color="C3", ms=13, label="final fit")
             values.append(final[key] * scale)
         if log_helps(values, 3.0):
-            ax.set_yscale("log")
-            plain_log_ticks(ax)
+            set_log(ax)
         ax.set_xlabel("parameter version" if by_version else "configurations in the fit (initial + labelled)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")

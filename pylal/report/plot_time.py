@@ -4,6 +4,7 @@ not add up to the wall time."""
 from __future__ import annotations
 
 from pylal.report._figure import new_figure, save
+from pylal.report.summary import duration
 
 
 def plot_time_split(split: dict, path):
@@ -20,7 +21,7 @@ def plot_time_split(split: dict, path):
     ax.set_yticks(range(len(items)), labels)
     ax.invert_yaxis()
     for bar, v in zip(bars, values):
-        ax.annotate(f" {v / scale:.3g} {unit}", (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+        ax.annotate(" " + duration(v), (bar.get_width(), bar.get_y() + bar.get_height() / 2),
                     va="center", fontsize=8)
     if split.get("wall"):
         ax.axvline(split["wall"] / scale, color="0.3", ls="--", lw=1.0,
@@ -28,5 +29,6 @@ def plot_time_split(split: dict, path):
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel(f"time ({unit})")
     ax.margins(x=0.15)
-    ax.set_title(f"time split ({split['source']})", fontsize=10)
+    ax.set_title("time split" + (" (campaign.json timings)" if split["source"] == "campaign.json timings"
+                                  else " (from the server log and traces)"), fontsize=10)
     return save(fig, path)

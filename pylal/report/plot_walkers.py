@@ -3,39 +3,61 @@ and the bias strength tau.
 
 Uncertainty figure, against MD step: top max_i f_i (HAL eqs. 6-7) with f_tol, bottom the softmax
 score (eq. 8) with s_tol; check steps that raised a flag are red crosses; a parameter-version
-change (the `version` column changes) is a grey dotted line."""
+change (the `version` column changes) is a grey dotted line. A walker that was restarted appends
+to the same trace with its step counter starting again: each such segment is drawn after the
+previous one (x = MD steps summed over the segments) and the restart marked by a solid line."""
 from __future__ import annotations
 
 import numpy as np
 
-from pylal.report._figure import log_helps, new_figure, plain_log_ticks, save
+from pylal.report._figure import log_helps, new_figure, save, set_log
 from pylal.report.data import finite
 
 MAX_VERSION_LABELS = 12
 
 
-def version_changes(trace: dict) -> list[tuple[float, int]]:
-    """(step, new version) wherever the version column changes from one row to the next."""
-    v, s = trace["version"], trace["step"]
+def timeline(trace: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(x, restarts): the step column made continuous across restarts (wherever the step decreases,
+    the rest is shifted to follow the previous row by one typical check interval) and the row
+    indices where a new segment starts."""
+    s = np.asarray(trace["step"], dtype=float)
+    d = np.diff(s)
+    gap = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
+    restarts = np.nonzero(d < 0)[0] + 1
+    x = s.copy()
+    for b in restarts:
+        x[b:] += x[b - 1] + gap - x[b]
+    return x, restarts
+
+
+def version_changes(trace: dict, x=None) -> list[tuple[float, int]]:
+    """(x, new version) wherever the version column changes from one row to the next (x: step)."""
+    x = trace["step"] if x is None else x
+    v = trace["version"]
     ok = np.isfinite(v)
-    v, s = v[ok], s[ok]
+    v, x = v[ok], x[ok]
     idx = np.nonzero(np.diff(v) != 0)[0] + 1
-    return [(float(s[i]), int(v[i])) for i in idx]
+    return [(float(x[i]), int(v[i])) for i in idx]
+
+
+def _broken(x, y, restarts):
+    """Insert NaN before every restart so the line is not drawn across it."""
+    return np.insert(x.astype(float), restarts, np.nan), np.insert(np.asarray(y, dtype=float), restarts, np.nan)
 
 
 def plot_uncertainty(walker, path):
     t = walker.trace
     if t is None or walker.n_rows == 0:
         return None
-    step = t["step"]
+    step, restarts = timeline(t)
     flagged = t["flagged"] == 1
     tol = walker.tolerance or {}
-    changes = version_changes(t)
+    changes = version_changes(t, step)
     fig, axes = new_figure(2, 1, size=(9.0, 5.2), sharex=True)
     for ax, key, tol_key, ylabel in ((axes[0, 0], "f_max", "f_tol", "max$_i$ $f_i$ (eq. 7)"),
                                      (axes[1, 0], "softmax", "s_tol", "softmax score (eq. 8)")):
         y = t[key]
-        ax.plot(step, y, "-", color="C0", lw=0.8, label=key)
+        ax.plot(*_broken(step, y, restarts), "-", color="C0", lw=0.8, label=key)
         if flagged.any():
             ax.plot(step[flagged], y[flagged], "x", color="C3", ms=7, mew=1.5,
                     label=f"flag ({int(flagged.sum())})")
@@ -44,21 +66,22 @@ def plot_uncertainty(walker, path):
             ax.axhline(tol[tol_key], color="C3", ls="--", lw=1.2, label=f"{tol_key} = {tol[tol_key]:g}")
             values.append(tol[tol_key])
         if log_helps(values, 10.0):
-            ax.set_yscale("log")
-            plain_log_ticks(ax)
+            set_log(ax)
         for i, (s, v) in enumerate(changes):
             ax.axvline(s, color="0.5", ls=":", lw=0.9, label="new version" if i == 0 else None)
             if ax is axes[0, 0] and len(changes) <= MAX_VERSION_LABELS:
                 ax.annotate(f"v{v}", (s, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
                             color="0.35", ha="left", va="bottom")
+        for i, b in enumerate(restarts):
+            ax.axvline(step[b], color="C2", ls="-", lw=1.2, alpha=0.7, label="walker restart" if i == 0 else None)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[1, 0].set_xlabel("MD step")
+    axes[1, 0].set_xlabel(_xlabel(restarts))
     info = walker.info
     where = ", ".join(x for x in (f"{info['temperature']:g} K" if finite(info.get("temperature")) else "",
                                   f"{info['pressure']:g} bar" if finite(info.get("pressure")) else "",
-                                  f"{info['ranks']} MPI ranks" if finite(info.get("ranks")) else "") if x)
+                                  f"{info['ranks']} MPI rank{'s' if info['ranks'] != 1 else ''}" if finite(info.get("ranks")) else "") if x)
     fig.suptitle(f"walker {walker.name}" + (f" ({where})" if where else "")
                  + ("" if walker.tolerance else " - no tolerance.json"), fontsize=11)
     return save(fig, path)
@@ -71,11 +94,19 @@ def plot_tau(walkers, path):
         return None
     fig, axes = new_figure(1, 1, size=(8.0, 3.6))
     ax = axes[0, 0]
+    n_restarts = 0
     for w in walkers:
-        ax.plot(w.trace["step"], w.trace["tau"], "-", lw=1.0, label=w.name)
-    ax.set_xlabel("MD step")
+        x, restarts = timeline(w.trace)
+        n_restarts += len(restarts)
+        ax.plot(*_broken(x, w.trace["tau"], restarts), "-", lw=1.0, label=w.name)
+    ax.set_xlabel(_xlabel(n_restarts))
     ax.set_ylabel("bias strength tau (eV)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, len(walkers) // 8))
     ax.set_title("tau per walker (adaptive tau, HAL eq. 12)", fontsize=11)
     return save(fig, path)
+
+
+def _xlabel(restarts) -> str:
+    n = restarts if isinstance(restarts, int) else len(restarts)
+    return "MD step" + (f" (segments of {n} restart{'s' if n > 1 else ''} joined)" if n else "")

@@ -42,7 +42,6 @@ def summary_rows(run, curve: dict | None, parity: dict | None, now: float | None
     now = time.time() if now is None else now
     c = run.campaign or {}
     final = c.get("final") if isinstance(c.get("final"), dict) else {}
-    timings = c.get("timings") if isinstance(c.get("timings"), dict) else {}
     rows = []
     rows.append(("status", str(c["status"]) if c.get("status") else "unknown", "campaign.json" if c.get("status")
                  else "no status in campaign.json" if run.campaign else "no campaign.json"))
@@ -52,16 +51,8 @@ def summary_rows(run, curve: dict | None, parity: dict | None, now: float | None
     started = c.get("started") if finite(c.get("started")) else None
     rows.append(("started", _when(started if started is not None else first),
                  "campaign.json" if started is not None else "first trace row / log event" if first else "missing"))
-    if finite(timings.get("wall")):
-        rows.append(("wall time", duration(timings["wall"]), "campaign.json timings.wall"))
-    elif started is not None and finite(c.get("finished")):
-        rows.append(("wall time", duration(c["finished"] - started), "campaign.json finished - started"))
-    elif started is not None:
-        rows.append(("wall time", duration(now - started) + " so far", "now - campaign.json started"))
-    elif first is not None:
-        rows.append(("wall time", duration(last - first), "first to last trace row / log event"))
-    else:
-        rows.append(("wall time", "-", "missing"))
+    wall, wall_source = wall_time(run, now)
+    rows.append(("wall time", duration(wall) + (" so far" if wall_source.startswith("now") else ""), wall_source))
     if last is not None and c.get("status") != "done":  # when did a running or failed campaign last move
         rows.append(("last activity", f"{_when(last)} ({duration(now - last)} ago)", "traces and server log"))
     names = [w.name for w in run.walkers]
@@ -108,6 +99,24 @@ def summary_rows(run, curve: dict | None, parity: dict | None, now: float | None
     return rows
 
 
+def wall_time(run, now: float) -> tuple[float | None, str]:
+    """(seconds, source): timings.wall, finished - started, now - started (running), or the span of
+    trace rows and log events."""
+    c = run.campaign or {}
+    timings = c.get("timings") if isinstance(c.get("timings"), dict) else {}
+    started = c.get("started") if finite(c.get("started")) else None
+    if finite(timings.get("wall")):
+        return float(timings["wall"]), "campaign.json timings.wall"
+    if started is not None and finite(c.get("finished")):
+        return float(c["finished"] - started), "campaign.json finished - started"
+    if started is not None:
+        return float(now - started), "now - campaign.json started"
+    first, last = _trace_times(run)
+    if first is not None:
+        return float(last - first), "first to last trace row / log event"
+    return None, "missing"
+
+
 def _rmse_text(e, f) -> str:
     parts = []
     if finite(e):
@@ -138,7 +147,7 @@ def _fmt(x) -> str:
     return f"{x:g}" if finite(x) else ("-" if x is None else str(x))
 
 
-def time_split(run) -> dict | None:
+def time_split(run, now: float | None = None) -> dict | None:
     """{"seconds": {label: s}, "wall": s|None, "source": str} from campaign.json timings, else from
     the server log (labelled and refit seconds) and the traces (MD: each walker's first-to-last row)."""
     c = run.campaign or {}
@@ -156,16 +165,17 @@ def time_split(run) -> dict | None:
     md = [float(w.trace["wall_time"][-1] - w.trace["wall_time"][0]) for w in run.walkers
           if w.trace is not None and w.n_rows > 1 and np.isfinite(w.trace["wall_time"][[0, -1]]).all()]
     if md:
-        seconds["MD (sum over walkers, first to last trace row)"] = sum(md)
+        seconds["MD (trace spans)"] = sum(md)
     if labelled:
-        seconds["labelling (sum of labeled events)"] = sum(labelled)
+        seconds["labelling (labeled events)"] = sum(labelled)
     if refits:
-        seconds["refits (sum of refit events)"] = sum(refits)
+        seconds["refits (refit events)"] = sum(refits)
     if not seconds:
         return None
-    first, last = _trace_times(run)
-    return {"seconds": seconds, "wall": (last - first) if first is not None else None,
-            "source": "server log and traces; no timings in campaign.json"}
+    wall, _ = wall_time(run, time.time() if now is None else now)
+    return {"seconds": seconds, "wall": wall,
+            "source": "no timings in campaign.json: MD = sum over walkers of first-to-last trace row, "
+                      "labelling and refits = sum of server.log.jsonl event seconds"}
 
 
 def property_rows(validation: dict | None) -> tuple[list[str], list[list[str]]]:
