@@ -90,6 +90,12 @@ def _rollback(args):
     return 0
 
 
+def _campaign(args):
+    from pylal.campaign.run import run_campaign
+
+    return run_campaign(args.config, run_dir=args.run_dir)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pylal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +132,10 @@ def main(argv=None):
     rb.add_argument("--config", required=True, help="server configuration (TOML) or run folder")
     rb.add_argument("--hold", action="store_true", help="also pause refits until RUN/HOLD is deleted")
     rb.set_defaults(func=_rollback)
+    c = sub.add_parser("campaign", help="on-the-fly HAL campaign: refit server + LAMMPS walkers (docs/campaign.md)")
+    c.add_argument("config", help="campaign configuration (TOML), e.g. inputs/si/campaign.toml")
+    c.add_argument("--run-dir", help="run folder (default: run_dir of the config, else runs/<config name>)")
+    c.set_defaults(func=_campaign)
     from pylal.select.command import add_parser as add_filter_parser  # `pylal filter` (docs/selection.md)
 
     add_filter_parser(sub)

@@ -48,8 +48,11 @@ def test_adaptive_tau_follows_eq12():
     t = hal.AdaptiveTau(tau_rel=0.1, window=3)
     assert t.update(10.0, 1.0) == 0.0  # burn-in
     t.update(10.0, 1.0)
-    assert t.update(10.0, 3.0) == pytest.approx(0.1 * 30 / 5)
-    assert t.update(20.0, 1.0) == pytest.approx(0.1 * 40 / 5)  # oldest sample dropped
+    assert t.update(10.0, 1.0) == pytest.approx(0.1 * 30 / 3)
+    assert t.update(20.0, 1.5) == pytest.approx(0.1 * 40 / 3.5)  # oldest sample dropped
+    # cap: the last step's bias never exceeded tau_rel * |F_bar| (a sudden rise of grad sigma)
+    assert t.update(20.0, 10.0) == pytest.approx(0.1 * 20 / 10.0)
+    assert t.tau < 0.1 * 50 / 12.5
     restored = hal.AdaptiveTau.from_state(t.state())
     assert restored.tau == t.tau
     with pytest.raises(ValueError):

@@ -65,7 +65,14 @@ def triggered(s: float, f_max: float, s_tol: float | None = 0.5, f_tol: float | 
 class AdaptiveTau:
     """tau = tau_rel * sum_m |F_bar(t - m)| / sum_m |F_bias(t - m)| over the last `window`
     steps (HAL eq. 12), F_bias = grad sigma~. tau is 0 until `window` samples are in (burn-in).
-    The sums over atoms are global (callers reduce them over processes)."""
+    The sums over atoms are global (callers reduce them over processes).
+
+    Cap (pylal's addition): tau <= tau_rel |F_bar(t-1)| / |F_bias(t-1)|, i.e. the bias of the last
+    step never exceeded tau_rel times the physical force. Eq. 12's window average lags by `window`
+    steps; outside the data sigma~ of a linear committee grows fast, and the lagging tau let the
+    bias run away (a campaign walker: tau ~ 2000 eV, sigma~ 0.005 -> 0.23 eV within 20 steps and
+    E up by 45 eV before f_i flagged). The cap keeps eq. 12's intent, a bias that is a fixed
+    fraction of the physical force, at every step."""
 
     def __init__(self, tau_rel: float = 0.1, window: int = 100):
         if tau_rel < 0 or window < 1:
@@ -79,7 +86,11 @@ class AdaptiveTau:
         if len(self.history) < self.window or self.tau_rel == 0.0:
             return 0.0
         f_mean, f_bias = np.sum(self.history, axis=0)
-        return self.tau_rel * f_mean / f_bias if f_bias > 0 else 0.0
+        if f_bias <= 0:
+            return 0.0
+        last_mean, last_bias = self.history[-1]
+        window_tau = self.tau_rel * f_mean / f_bias
+        return min(window_tau, self.tau_rel * last_mean / last_bias) if last_bias > 0 else window_tau
 
     def update(self, sum_abs_force_mean: float, sum_abs_grad_sigma: float) -> float:
         self.history.append((float(sum_abs_force_mean), float(sum_abs_grad_sigma)))

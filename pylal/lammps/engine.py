@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def _pin_threads():
@@ -72,6 +73,7 @@ class Engine:
         self.n_flags = 0
         self.n_swaps = 0
         self.last_flag_step: int | None = None
+        self.last_flag_id: str | None = None  # refit server's id of the last flag sent (rank 0)
         self.last_tau = (None, 0.0)  # (step, tau used at that step)
         self.last_update_step: int | None = None  # last step added to adaptive tau's window
         self.last_check_step: int | None = None
@@ -272,7 +274,7 @@ class Engine:
         out[STAT_VERSION] = self.params.version
         out[STAT_R_CUT] = self.r_cut
         out[STAT_SWAPS] = self.n_swaps
-        self._pending = dict(step=step, check=check, biased=biased, tau=tau, sigma=res.sigma,
+        self._pending = dict(step=step, check=check, biased=biased, tau=tau, sigma=res.sigma, energy=res.energy,
                              n_local=n_local, buf=buf, atom_sigma=res.atom_sigma,
                              x=x, types=types, tags=_view(tags, np.int32, (n_all,)),
                              box=np.array(_view(box, np.float64, (12,))))
@@ -308,24 +310,53 @@ class Engine:
             if peratom is not None:
                 _view(peratom, np.float64, (n, 3))[:] = np.column_stack([f_i, p["atom_sigma"][:n], bias_norm])
             cooled = self.last_flag_step is None or step - self.last_flag_step >= s.cooldown
-            if hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol) and cooled:
+            flagged = hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol) and cooled
+            if flagged:
                 self._write_flag(p, f_i, bias_norm)
                 out[STAT_STOP] = 1.0 if s.on_flag == "stop" else 0.0
-                if s.on_flag == "wait":
-                    self._wait_for_new_version(step)
+            self._trace_row(p, flagged)
+            if flagged and s.on_flag == "wait":
+                self._wait_for_new_version(step)
+            if self._stop_requested():
+                self.log(f"step {step}: stop file {s.stop_file} exists; ending the run")
+                out[STAT_STOP] = 1.0
         out[STAT_F_MAX], out[STAT_SOFTMAX], out[STAT_FLAGS] = self.f_max, self.softmax, self.n_flags
         out[STAT_MESSAGES] = len(self.messages)
         return int(out[STAT_STOP])
 
+    TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged")
+
+    def _trace_row(self, p: dict, flagged: bool):
+        """Rank 0 appends one CSV row per check step to `trace FILE` (read by pylal campaign/report)."""
+        path = self.settings.trace
+        if path is None or self.rank != 0:
+            return
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write(",".join(self.TRACE_COLUMNS) + "\n")
+            f.write(f"{time.time():.3f},{p['step']},{self.params.version},{p['tau']:.8g},{p['energy']:.10g},"
+                    f"{p['sigma']:.8g},{self.f_max:.8g},{self.softmax:.8g},{self.n_flags},{int(flagged)}\n")
+
+    def _stop_requested(self) -> bool:
+        """`stop_file FILE`: rank 0 looks for the file; every rank gets the same answer."""
+        if self.settings.stop_file is None:
+            return False
+        exists = self.rank == 0 and os.path.exists(self.settings.stop_file)
+        return bool(self._bcast(exists))
+
     def _wait_for_new_version(self, step: int):
         """on_flag wait: hold MD until the server publishes a version newer than the running one."""
-        new, path = None, None
+        new, path, why = None, None, None
         if self.client is not None:
-            new = self.client.wait_for_version(self.params.version + 1, self.settings.wait_timeout)
+            new = self.client.wait_for_version(self.params.version + 1, self.settings.wait_timeout, self.last_flag_id)
             path = self.client.params_path
+            status = self.client.ack_status.get(self.last_flag_id)
+            why = (f"the server acknowledged the flag as '{status}'" if status in ("duplicate", "rejected")
+                   else f"no new parameters within {self.settings.wait_timeout:g} s")
         new, path = self._bcast((new, path))
         if new is None:
-            self.log(f"step {step}: no new parameters within {self.settings.wait_timeout:g} s; continuing")
+            self.log(f"step {step}: {why}; continuing")
         else:
             self.swap(new, step, path)
 
@@ -345,7 +376,7 @@ class Engine:
                             {"f_i": f_all, "bias_force": b_all}, info)
         path = write_flag(atoms, self.settings.flag_dir, p["step"])
         if self.client is not None:
-            self.client.send_flag(atoms, info)  # returns at once; spooled until the server acks
+            self.last_flag_id = self.client.send_flag(atoms, info)  # returns at once; spooled until acked
         self.log(f"step {p['step']}: flag {self.n_flags} (max f_i {self.f_max:.3g}, softmax {self.softmax:.3g}) -> {path}")
 
     # ---- restart ------------------------------------------------------------------------

@@ -34,12 +34,14 @@ class FixSettings:
     token: str | None = None  # token file of the server; default SERVER_RUN_DIR/token
     walker: str | None = None  # this run's name at the server; default walker<seed>
     wait_timeout: float = 600.0  # on_flag wait: seconds to wait for a new version, then continue
+    trace: str | None = None  # CSV file: one row per check step (step, version, tau, sigma, max f_i, ...)
+    stop_file: str | None = None  # when this file exists (checked every check step), the run ends cleanly
 
 
 _FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "wait_timeout"}
 _INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
 _CHOICE = {"on_flag": ON_FLAG}
-_STRING = {"flag_dir", "watch", "server", "token", "walker"}
+_STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file"}
 KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)
 
 

@@ -57,6 +57,7 @@ class Client:
         self.last_error: str | None = None
         self.rejected: list[dict] = []  # flags the server refused (bad configuration): never resent
         self.acked = 0
+        self.ack_status: dict[str, str] = {}  # flag id -> "queued" | "duplicate" | "rejected"
         self._pending: dict[str, Path] = {}  # flag id -> spool file (insertion = flag order)
         for path in sorted(self.spool.glob("*.flag")):
             self._pending[path.stem.split("_", 1)[1]] = path
@@ -85,13 +86,15 @@ class Client:
                 return params
         return None
 
-    def wait_for_version(self, version: int, timeout: float) -> Parameters | None:
-        """Block until parameters with version >= `version` arrived (returned) or timeout (None)."""
+    def wait_for_version(self, version: int, timeout: float, flag_id: str | None = None) -> Parameters | None:
+        """Block until parameters with version >= `version` arrived (returned) or timeout (None).
+        With `flag_id`: also None as soon as the server acknowledged that flag as a duplicate or
+        refused it (no refit will follow it)."""
         end = time.monotonic() + timeout
         with self._cond:
             while self._latest[0] < version or self._latest[1] is None:
                 left = end - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.ack_status.get(flag_id) in ("duplicate", "rejected"):
                     return None
                 self._poll_now.set()
                 self._cond.wait(min(left, 0.25))
@@ -216,6 +219,9 @@ class Client:
         self.connected = True
         if kind == "ack":
             fid = msg.get("id")
+            with self._cond:
+                self.ack_status[fid] = msg.get("status", "queued")
+                self._cond.notify_all()
             in_flight.pop(fid, None)
             path = self._pending.pop(fid, None)
             if path is not None:
@@ -236,6 +242,9 @@ class Client:
     def _reject(self, msg, in_flight):
         """The server will never take this flag: keep it aside (spool/rejected/), do not resend."""
         fid = msg.get("rid")
+        with self._cond:
+            self.ack_status[fid] = "rejected"
+            self._cond.notify_all()
         path = self._pending.get(fid) if fid else None
         in_flight.pop(fid, None)
         self.rejected.append({"id": fid, "code": msg.get("code"), "message": msg.get("message")})

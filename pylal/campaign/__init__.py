@@ -1,0 +1,1 @@
+"""`pylal campaign`: refit server + LAMMPS walkers + termination + final fit + report (docs/campaign.md)."""

@@ -1,0 +1,357 @@
+"""`pylal campaign CONFIG.toml`: a whole on-the-fly HAL campaign in one command.
+
+1. initial data (labelled by the reference) and a held-out reference MD set;
+2. the refit server (pylal/server, in this process) fits version 1 and then labels, refits and
+   publishes while the walkers run;
+3. LAMMPS walkers (`mpirun -np N lmp -in DECK`, fix pylal with `on_flag wait`) explore with the
+   HAL bias; a crashed walker restarts with a new seed;
+4. termination (HAL: "stable for 5000 steps"): every walker ran `quiet_steps` on the newest version
+   without a flag, with nothing left to label; or a cap (labels, minutes) ends it unconverged;
+5. the final fit after data generation (ARD, HAL sec. 2.2 eq. 28), the data set, held-out errors,
+   properties against the reference (pylal.validate) and the report (pylal.report).
+Everything lands in the run folder (docs/campaign.md); nothing is lost when a step fails: the
+labelled data stay in RUN/store.db and every version in RUN/versions/.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from ase.build import bulk
+from ase.io import read, write
+
+from pylal.campaign.config import CampaignConfig
+from pylal.campaign.trace import read_trace, summarize
+from pylal.campaign.walkers import Walker
+from pylal.files import atomic_write
+
+
+class Campaign:
+    def __init__(self, cfg: CampaignConfig, log=print):
+        self.cfg = cfg
+        self.run = cfg.server.run_dir
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.print = log
+        self.t0 = time.time()
+        self.record = dict(config=cfg.raw, started=self.t0, finished=None, status="running",
+                           walkers=[dict(name=w.name, temperature=w.temperature,
+                                         pressure=w.pressure if w.pressure >= 0 else None,
+                                         ranks=w.ranks, deck=w.deck) for w in cfg.walkers],
+                           termination=dict(quiet_steps=cfg.termination.quiet_steps,
+                                            max_labels=cfg.termination.max_labels,
+                                            max_minutes=cfg.termination.max_minutes),
+                           timings={}, final={})
+        self.server = None
+        self.walkers: list[Walker] = []
+        self.reference = None
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    def say(self, text: str):
+        line = f"[{time.time() - self.t0:6.0f} s] {text}"
+        self.print(line, flush=True)
+        with open(self.run / "campaign.log", "a") as f:
+            f.write(line + "\n")
+
+    def save_record(self):
+        atomic_write(self.run / "campaign.json", json.dumps(self.record, indent=2, default=str).encode())
+
+    def reference_calculator(self):
+        if self.reference is None:
+            from pylal.reference import make_calculator
+            ref = self.cfg.server.reference
+            self.reference = make_calculator(ref.calculator, **ref.options)
+        return self.reference
+
+    def bulk_cell(self):
+        init = self.cfg.initial
+        return bulk(**init.bulk).repeat(tuple(init.repeat))
+
+    # ---- 1: data --------------------------------------------------------------------------------
+    def initial_data(self) -> list:
+        from pylal.reference import label
+
+        path = self.run / "initial.xyz"
+        if path.exists():  # a resumed campaign keeps its initial set
+            return read(path, index=":")
+        init = self.cfg.initial
+        if init.file:
+            configs = read(init.file, index=":")
+        else:
+            configs = []
+            for i in range(init.n_configs):
+                atoms = self.bulk_cell()
+                atoms.rattle(init.rattle, seed=init.seed + i)
+                configs.append(atoms)
+        labelled = []
+        for atoms in configs:
+            if atoms.calc is not None and "forces" in atoms.calc.results:
+                labelled.append(atoms)
+                continue
+            result = label(atoms, self.reference_calculator(), self.cfg.server.reference.properties)
+            if not result.ok:
+                raise RuntimeError(f"initial configuration could not be labelled: {result.message}")
+            labelled.append(result.atoms)
+            self.record["final"]["initial_reference_calls"] = self.record["final"].get("initial_reference_calls", 0) + 1
+        write(path, labelled)
+        return labelled
+
+    def holdout(self) -> list:
+        from pylal.sampling import oracle_md
+
+        path = self.run / "holdout.xyz"
+        if path.exists():
+            return read(path, index=":")
+        h = self.cfg.holdout
+        frames = oracle_md(self.bulk_cell(), self.reference_calculator(), h.temperature, h.n_configs,
+                           stride=h.stride, seed=h.seed)
+        write(path, frames)
+        return frames
+
+    # ---- 2: server ------------------------------------------------------------------------------
+    def start_server(self):
+        from pylal.server.server import Server
+
+        self.cfg.server.fit.initial_data = [str(self.run / "initial.xyz")]
+        self.server = Server(self.cfg.server)
+        self.server_thread = threading.Thread(target=self.server.serve, kwargs=dict(install_signals=False),
+                                              name="refit-server", daemon=True)
+        self.server_thread.start()
+        if not self.server.ready.wait(300):
+            raise RuntimeError("the refit server did not start within 300 s (see RUN/server.log.jsonl)")
+        deadline = time.time() + 600
+        while self.server.versions.current() is None:
+            if time.time() > deadline or not self.server_thread.is_alive():
+                raise RuntimeError("the refit server published no first version (see RUN/server.log.jsonl)")
+            time.sleep(0.5)
+        self.say(f"refit server at {self.server.address}: version {self.server.versions.latest()} fitted to "
+                 f"{len(self.server.initial)} initial configurations")
+
+    def stop_server(self):
+        if self.server is not None:
+            self.server.stop_event.set()
+            self.server_thread.join(60)
+
+    # ---- 3, 4: walkers until termination -----------------------------------------------------------
+    def start_walkers(self):
+        params = self.run / "current.npz"
+        r_cut = self.server.spec.r_cut
+        for w in self.cfg.walkers:
+            walker = Walker(w, self.cfg, params, self.bulk_cell(), r_cut)
+            walker.start()
+            self.walkers.append(walker)
+            (walker.dir / "tolerance.json").write_text(json.dumps(dict(f_tol=self.cfg.hal.f_tol, s_tol=None)))
+            self.say(f"walker {w.name}: {w.temperature:g} K, {w.ranks} rank(s), deck {w.deck}")
+
+    def status_line(self, summaries) -> str:
+        counts = self.server.store.counts()
+        queue = counts.get("queued", 0) + counts.get("labeling", 0)
+        parts = [f"labels {counts.get('labeled', 0)} (queue {queue}, failed {counts.get('failed', 0)}) "
+                 f"version {self.server.versions.latest()}"]
+        m = self.cfg.termination.quiet_steps
+        for walker, s in zip(self.walkers, summaries):
+            state = "" if walker.returncode is None else f" ended({walker.returncode})"
+            parts.append(f"{walker.cfg.name}: step {s.step} v{s.version} tau {s.tau:.3g} sigma {s.sigma:.3g} "
+                         f"f_max {s.f_max:.3g} flags {s.n_flags} quiet {min(s.quiet_steps, m)}/{m}{state}")
+        return " | ".join(parts)
+
+    def monitor(self, every: float = 10.0) -> str:
+        """Returns why the campaign ended: converged, max_labels, max_minutes, walkers_failed."""
+        t = self.cfg.termination
+        last_print = 0.0
+        while True:
+            time.sleep(1.0)
+            if not self.server_thread.is_alive():
+                return "server_failed"
+            newest = self.server.versions.latest()
+            summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
+            for walker in self.walkers:
+                code = walker.poll()
+                if code not in (None, 0) and walker.ended and walker.restarts < t.max_restarts:
+                    self.say(f"walker {walker.cfg.name} exited with code {code}; log tail:\n{walker.log_tail()}")
+                    walker.restart(self.run / "current.npz")
+                    self.say(f"walker {walker.cfg.name}: restart {walker.restarts} with seed {walker.seed}")
+            counts = self.server.store.counts()
+            busy = counts.get("queued", 0) + counts.get("labeling", 0)
+            if time.time() - last_print >= every:
+                self.say(self.status_line(summaries))
+                last_print = time.time()
+            if not busy and all(s.quiet_steps >= t.quiet_steps for s in summaries):
+                self.say(self.status_line(summaries))
+                return "converged"
+            if counts.get("labeled", 0) >= t.max_labels:
+                return "max_labels"
+            if time.time() - self.t0 > 60 * t.max_minutes:
+                return "max_minutes"
+            if all(w.returncode is not None for w in self.walkers):
+                return "walkers_ended" if all(w.returncode == 0 for w in self.walkers) else "walkers_failed"
+
+    def stop_walkers(self, grace: float = 60.0):
+        for w in self.walkers:
+            w.request_stop()
+        deadline = time.time() + grace
+        while time.time() < deadline and any(w.poll() is None for w in self.walkers):
+            time.sleep(0.5)
+        for w in self.walkers:
+            if w.poll() is None:
+                self.say(f"walker {w.cfg.name} did not stop within {grace:g} s; terminating it")
+                w.kill()
+
+    # ---- 5: final fit, held-out errors, validation, report ------------------------------------------
+    def final_fit(self, holdout: list):
+        from pylal.fit.bayes import fit_design
+
+        refitter = self.server.refitter
+        refitter.update_design()
+        t0 = time.perf_counter()
+        version = (self.server.versions.latest() or 0) + 1
+        f = self.cfg.final
+        params = fit_design(refitter.spec, *refitter.design.arrays(), refitter.weights, f.method, f.n_members,
+                            seed=self.cfg.server.fit.seed + version, version=version)
+        params.hyper["n_configs"] = len(refitter.design)
+        params.hyper["final_fit"] = f.method
+        out = self.run / "final"
+        out.mkdir(exist_ok=True)
+        params.save(out / "params.npz")
+        dataset = read(self.run / "initial.xyz", index=":") + [a for _, a in self.server.store.labeled_atoms()]
+        write(out / "dataset.xyz", dataset)
+        self.record["timings"]["final_fit"] = time.perf_counter() - t0
+        errors = holdout_errors(params, holdout)
+        self.record["final"].update(params="final/params.npz", dataset="final/dataset.xyz", version=version,
+                                    method=f.method, n_configs=len(dataset), **errors)
+        return params
+
+    def validate(self, params):
+        if not self.cfg.validate.enabled:
+            return
+        try:
+            from pylal.validate import property_table, write_validation
+        except ImportError as err:
+            self.say(f"validation skipped: {err}")
+            return
+        from pylal.calculator import PylalCalculator
+
+        t0 = time.perf_counter()
+        v = self.cfg.validate
+        try:
+            table = property_table(PylalCalculator(params), self.reference_calculator(), quick=v.quick,
+                                   properties=tuple(v.properties))
+            write_validation(table, self.run / "validation.json")
+        except Exception:  # a failed validation must not lose the campaign's results
+            self.say(f"validation failed:\n{traceback.format_exc()}")
+        self.record["timings"]["validation"] = time.perf_counter() - t0
+
+    def report(self):
+        try:
+            from pylal.report import make_report
+        except ImportError as err:
+            self.say(f"report skipped: {err}")
+            return None
+        try:
+            return make_report(self.run)
+        except Exception:
+            self.say(f"report failed:\n{traceback.format_exc()}")
+            return None
+
+    def timings(self):
+        """MD (walker wall time without the holds at flags), labelling and fitting seconds."""
+        label = fit = 0.0
+        try:
+            for line in (self.run / "server.log.jsonl").read_text().splitlines():
+                event = json.loads(line)
+                if event.get("event") == "labeled":
+                    label += event.get("seconds", 0.0)
+                elif event.get("event") == "refit":
+                    fit += event.get("seconds", 0.0)
+        except (OSError, ValueError):
+            pass
+        newest = self.server.versions.latest() if self.server else -1
+        waiting = sum(summarize(read_trace(w.trace), newest).waiting for w in self.walkers)
+        md = sum(w.seconds for w in self.walkers) - waiting
+        self.record["timings"].update(wall=time.time() - self.t0, md=md, waiting_at_flags=waiting, label=label,
+                                      fit=fit)
+
+    # ---- the whole thing --------------------------------------------------------------------------
+    def execute(self) -> dict:
+        self.save_record()
+        try:
+            initial = self.initial_data()
+            self.say(f"initial set: {len(initial)} labelled configurations ({self.run / 'initial.xyz'})")
+            holdout = self.holdout()
+            h = self.cfg.holdout
+            self.say(f"held-out set: {len(holdout)} snapshots of reference MD at {h.temperature:g} K "
+                     f"({self.run / 'holdout.xyz'}, never trained on)")
+            self.start_server()
+            self.start_walkers()
+            self.save_record()
+            reason = self.monitor()
+            self.say(f"termination: {reason}")
+            self.stop_walkers()
+            self.server.wake_refit.set()
+            self.record["termination"]["reason"] = reason
+            params = self.final_fit(holdout)
+            self.stop_server()
+            counts = self.server.store.counts()
+            n_init = len(initial)
+            self.record["final"].update(
+                n_labels=counts.get("labeled", 0), n_failed=counts.get("failed", 0),
+                n_reference_calls=self.record["final"].get("initial_reference_calls", 0)
+                + counts.get("labeled", 0) + counts.get("failed", 0),
+                n_initial=n_init, versions=len(self.server.versions.versions()))
+            self.timings()
+            self.record["status"] = "done" if reason == "converged" else "unconverged"
+            self.save_record()
+            self.validate(params)
+            self.record["finished"] = time.time()
+            self.timings()
+            self.save_record()
+            page = self.report()
+            if page is not None:
+                self.say(f"report: {page}")
+        except BaseException as err:
+            self.record["status"] = "failed"
+            self.record["error"] = f"{type(err).__name__}: {err}"
+            self.say(f"campaign failed: {type(err).__name__}: {err}")
+            raise
+        finally:
+            for w in self.walkers:
+                w.kill()
+            self.stop_server()
+            if self.record["finished"] is None:
+                self.record["finished"] = time.time()
+            self.save_record()
+        return self.record
+
+
+def holdout_errors(params, holdout: list) -> dict:
+    """Energy (per atom) and force RMSE of the committee mean against the reference."""
+    from pylal.calculator import PylalCalculator
+
+    calc = PylalCalculator(params)
+    de, df = [], []
+    for ref in holdout:
+        a = ref.copy()
+        a.calc = calc
+        de.append((a.get_potential_energy() - ref.get_potential_energy()) / len(a))
+        df.append(a.get_forces() - ref.get_forces())
+    return dict(holdout_energy_rmse=float(np.sqrt(np.mean(np.square(de)))),
+                holdout_force_rmse=float(np.sqrt(np.mean(np.square(np.concatenate(df))))))
+
+
+def run_campaign(config_path, run_dir=None) -> int:
+    cfg = CampaignConfig.load(config_path, run_dir=run_dir)
+    campaign = Campaign(cfg)
+    campaign.say(f"pylal campaign {config_path}: run folder {cfg.server.run_dir}")
+    record = campaign.execute()
+    final = record["final"]
+    print(f"final fit ({final['method']}) on {final['n_configs']} configurations: {cfg.server.run_dir / 'final'}")
+    print(f"reference calls: {final['n_reference_calls']} ({final.get('initial_reference_calls', 0)} initial + "
+          f"{final['n_labels']} flagged, {final['n_failed']} failed); held-out set: {len(read(cfg.server.run_dir / 'holdout.xyz', index=':'))} "
+          f"more, never trained on")
+    print(f"held-out energy RMSE {final['holdout_energy_rmse'] * 1000:.2f} meV/atom; status {record['status']}; "
+          f"wall time {record['timings']['wall']:.0f} s")
+    print(f"{cfg.holdout.headline}: {final['holdout_force_rmse']:.4f} eV/A")
+    return 0 if record["status"] == "done" else 1

@@ -1,0 +1,59 @@
+"""Walker traces (`fix pylal ... trace FILE`: one CSV row per check step) and the termination rule.
+
+Columns: wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class TraceSummary:
+    rows: int = 0
+    step: int = 0
+    version: int = -1
+    tau: float = 0.0
+    sigma: float = 0.0
+    f_max: float = 0.0
+    n_flags: int = 0
+    quiet_steps: int = 0  # steps run on the newest version since this walker's last flag
+    waiting: float = 0.0  # seconds held at flags (on_flag wait), from the gaps after flagged rows
+
+
+def read_trace(path) -> list[dict]:
+    """All complete rows (a row being written at this moment is skipped)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        lines = lines[:-1]
+    rows = []
+    for row in csv.DictReader(lines):
+        try:
+            rows.append({k: (float(v) if k in ("wall_time", "tau", "energy", "sigma", "f_max", "softmax") else int(v))
+                         for k, v in row.items()})
+        except (TypeError, ValueError):
+            continue
+    return rows
+
+
+def summarize(rows: list[dict], newest_version: int) -> TraceSummary:
+    """Quiet steps: the trailing stretch of rows without a flag that all ran `newest_version`
+    (HAL's termination: the final potential runs M steps without triggering)."""
+    if not rows:
+        return TraceSummary()
+    last = rows[-1]
+    start = None
+    for row in reversed(rows):
+        if row["flagged"] or row["version"] != newest_version:
+            break
+        start = row["step"]
+    quiet = 0 if start is None else last["step"] - start
+    waiting = sum(max(0.0, b["wall_time"] - a["wall_time"]) for a, b in zip(rows, rows[1:]) if a["flagged"])
+    return TraceSummary(rows=len(rows), step=last["step"], version=last["version"], tau=last["tau"],
+                        sigma=last["sigma"], f_max=last["f_max"], n_flags=last["n_flags"], quiet_steps=quiet,
+                        waiting=waiting)

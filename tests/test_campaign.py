@@ -1,0 +1,119 @@
+"""pylal campaign: configuration errors, the termination rule on traces, and one small campaign end to end
+(refit server + a LAMMPS walker under mpirun + final ARD fit)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pylal.campaign.config import CampaignConfig
+from pylal.campaign.trace import read_trace, summarize
+from pylal.server.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DECK = ROOT / "inputs" / "si" / "in.walker"
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_config_defaults_and_errors(tmp_path):
+    (tmp_path / "in.walker").write_text(DECK.read_text())
+    cfg = CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\nname = "a"\n'))
+    assert cfg.walkers[0].deck == str(tmp_path / "in.walker")
+    assert cfg.server.run_dir == (Path("runs") / "c").resolve()
+    assert cfg.final.method == "ard" and cfg.termination.quiet_steps == 2000
+    assert "tau_rel 0.1" in cfg.hal.fix_keywords() and "f_tol 0.1" in cfg.hal.fix_keywords()
+    with pytest.raises(ConfigError, match="unknown key.*'walker'"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walker]]\nname = "a"\n'))
+    with pytest.raises(ConfigError, match="deck .*missing.in does not exist"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\ndeck = "missing.in"\n'))
+    with pytest.raises(ConfigError, match=r"\[hal\] unknown key"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[hal]\ntau = 1.0\n'))
+    with pytest.raises(ConfigError, match="names must be unique"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\nname = "a"\n[[walkers]]\nname = "a"\n'))
+    with pytest.raises(ConfigError, match=r"\[fit\] n_max"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nn_max = "8"\n'))
+
+
+def test_quiet_steps_count_only_the_newest_version_since_the_last_flag(tmp_path):
+    rows = ["wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged"]
+    rows += [f"{i},{s},{v},0,0,0,0,0,0,{f}" for i, (s, v, f) in enumerate(
+        [(0, 1, 0), (5, 1, 1), (10, 2, 0), (15, 2, 0), (20, 2, 1), (25, 3, 0), (30, 3, 0), (35, 3, 0)])]
+    path = tmp_path / "trace.csv"
+    path.write_text("\n".join(rows) + "\n" + "99,40,3,0")  # a row being written is ignored
+    trace = read_trace(path)
+    assert len(trace) == 8
+    assert summarize(trace, newest_version=3).quiet_steps == 10  # steps 25..35 on version 3
+    assert summarize(trace, newest_version=4).quiet_steps == 0  # a newer version exists: not yet run
+    assert summarize(trace[:5], newest_version=2).quiet_steps == 0  # the last row flagged
+    assert summarize(trace, 3).waiting == pytest.approx(2.0)  # wall time after the two flagged rows
+    assert summarize([], 1).quiet_steps == 0
+
+
+CAMPAIGN = """
+[fit]
+species = ["Si"]
+n_max = 4
+l_max = 2
+n_members = 8
+[initial]
+repeat = [1, 1, 1]
+n_configs = 3
+rattle = 0.1
+[[walkers]]
+name = "hot"
+temperature = 1200.0
+[hal]
+tau_rel = 0.1
+f_tol = 0.1
+check_every = 5
+wait_timeout = 120.0
+[termination]
+quiet_steps = 300
+max_minutes = 6.0
+[holdout]
+n_configs = 4
+stride = 20
+[final]
+n_members = 8
+[validate]
+enabled = false
+"""
+
+
+@pytest.mark.slow
+def test_small_campaign_end_to_end(tmp_path):
+    (tmp_path / "in.walker").write_text(DECK.read_text())
+    config = write_toml(tmp_path / "campaign.toml", CAMPAIGN)
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pylal.cli", "campaign", str(config), "--run-dir", str(run)],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    record = json.loads((run / "campaign.json").read_text())
+    assert record["status"] == "done" and record["termination"]["reason"] == "converged"
+    final = record["final"]
+    # every reference call is accounted for: 3 initial + the labelled flags, all in the final data set
+    from ase.io import read
+
+    from pylal.model.params import Parameters
+    dataset = read(run / "final" / "dataset.xyz", index=":")
+    assert final["n_reference_calls"] == 3 + final["n_labels"] + final["n_failed"]
+    assert len(dataset) == 3 + final["n_labels"] == final["n_configs"]
+    params = Parameters.load(run / "final" / "params.npz")
+    assert params.hyper["final_fit"] == "ard" and params.version == final["version"]
+    # the walker swapped every published version in without restarting, and ended quiet on the newest
+    trace = read_trace(run / "walkers" / "hot" / "trace.csv")
+    versions = [r["version"] for r in trace]
+    assert versions == sorted(versions)
+    assert summarize(trace, versions[-1]).quiet_steps >= 300
+    assert final["n_labels"] == trace[-1]["n_flags"] - sum(1 for r in trace if r["flagged"] and False)
+    assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3
+    assert out.strip().splitlines()[-1].startswith("holdout_force_rmse: ")
