@@ -110,3 +110,27 @@ def test_near_duplicates_dropped_under_budget(tmp_path):
         counts = ts.server.store.counts()
         assert counts["dropped"] == 1 and counts["flagged"] == 3, counts
         assert "near-duplicate" in ts.server.store.rows("dropped")[0].error
+
+
+def test_batch_policy_picks_the_novel_flag_under_budget(tmp_path):
+    """[refit] selection: with a budget of 1, greedy_fi labels the flag with the largest max f_i (a cell
+    like the training data), maxdet the one the posterior knows least (a strongly compressed cell)."""
+    familiar = [si_cell(80 + i) for i in range(2)]
+    novel = si_cell(82)
+    novel.set_cell(novel.cell * 0.9, scale_atoms=True)
+    flags = [(familiar[0], 0.9), (novel, 0.2), (familiar[1], 0.8)]
+    picked = {}
+    for policy in ("greedy_fi", "maxdet"):
+        cfg = write_config(tmp_path / policy, initial=3, executor={"workers": 1, "timeout": 30.0},
+                           refit={"budget_per_round": 1, "every_labels": 1, "selection": policy})
+        with ThreadServer(cfg) as ts:
+            ts.server.stop_event.wait(0)
+            client = Client(ts.address, token=ts.key, walker="w", spool_dir=tmp_path / f"spool_{policy}")
+            for i, (a, f_max) in enumerate(flags):
+                client.send_flag(a, {"step": i, "f_max": f_max})
+            assert client.flush(10)
+            client.close()
+            wait_until(lambda: ts.server.store.counts()["labeled"] >= 1, 60, what="first label")
+            first = min(ts.server.store.rows("labeled"), key=lambda r: r.labeled_at)
+            picked[policy] = int(round(first.get("step")))
+    assert picked == {"greedy_fi": 0, "maxdet": 1}

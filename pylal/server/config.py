@@ -53,6 +53,7 @@ class RefitConfig:
     every_seconds: float = 0.0  # ... or when this many seconds passed with >= 1 new label (0: off)
     budget_per_round: int = 0  # most labels started per refit round (0: no limit, nothing dropped)
     duplicate_tol: float = 0.02  # near-duplicate tolerance of the descriptor (refit.descriptor)
+    selection: str = "greedy_fi"  # with a budget: which flags to label (pylal.select: maxdet, lcmd, ...)
 
 
 @dataclasses.dataclass
@@ -109,6 +110,10 @@ class ServerConfig:
             raise ConfigError("[executor] workers must be >= 1")
         if cfg.executor.timeout <= 0:
             raise ConfigError("[executor] timeout must be > 0 seconds")
+        from pylal.select.batch import METHODS
+
+        if cfg.refit.selection not in METHODS:
+            raise ConfigError(f"[refit] selection = {cfg.refit.selection!r}: expected one of {list(METHODS)}")
         if cfg.refit.every_labels < 1:
             raise ConfigError("[refit] every_labels must be >= 1")
         return cfg

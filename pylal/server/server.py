@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from pylal.files import atomic_write
@@ -41,6 +42,9 @@ class JsonLog:
     def __call__(self, event: str, **fields):
         line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, default=str)
         with self.lock:
+            if self.f.closed:  # a worker thread finishing after the server stopped: print instead
+                print(f"pylal serve (after stop): {line}", flush=True)
+                return
             self.f.write(line + "\n")
 
     def close(self):
@@ -274,7 +278,11 @@ class Server:
                     queued.sort(key=lambda r: -(r.get("f_max") or 0.0))
                     cands = [(r.id, desc_cache.setdefault(r.id, descriptor(r.toatoms(), self.spec.r_cut)))
                              for r in queued]
-                    chosen, dropped = select_batch(cands, references, free, self.cfg.refit.duplicate_tol)
+                    policy = self.cfg.refit.selection
+                    chosen, dropped = select_batch(cands, references, free if policy == "greedy_fi" else len(cands),
+                                                   self.cfg.refit.duplicate_tol)
+                    if len(chosen) > free:  # more distinct flags than the budget: the batch policy picks
+                        chosen = self._pick(policy, [r for r in queued if r.id in set(chosen)], free)
                     for row_id, twin in dropped:
                         self.store.set_status(row_id, "dropped", error=f"near-duplicate of row {twin}"
                                               if twin else "near-duplicate of a labelled configuration")
@@ -291,6 +299,24 @@ class Server:
             if now - last_status > 2.0:
                 self._write_status()
                 last_status = now
+
+    def _pick(self, policy: str, rows: list, budget: int) -> list:
+        """Batch selection (pylal.select, Zaverkin et al. 2022) among distinct queued flags: features
+        are summed basis vectors in the posterior metric of the current training set (eq. 23);
+        the rows not picked stay queued for the next round."""
+        from pylal.select import select_batch as pick
+        from pylal.select.features import basis_vectors, design_features
+
+        t0 = time.perf_counter()
+        atoms = [r.toatoms() for r in rows]
+        phi_pool, phi_train = design_features(self.refitter.design, basis_vectors(self.spec, atoms))
+        scores = [r.get("f_max") or 0.0 for r in rows]
+        idx = pick(policy, phi_pool, phi_train, budget, np.random.default_rng(self.cfg.fit.seed + len(rows)),
+                   scores=scores)
+        chosen = [rows[i].id for i in idx]
+        self.log("selected", policy=policy, chosen=chosen, candidates=len(rows),
+                 seconds=round(time.perf_counter() - t0, 3))
+        return chosen
 
     # ---- refits ---------------------------------------------------------------------------
     def _refit_loop(self):
