@@ -139,6 +139,9 @@ def main(argv=None):
     from pylal.select.command import add_parser as add_filter_parser  # `pylal filter` (docs/selection.md)
 
     add_filter_parser(sub)
+    from pylal.validate.command import add_parser as add_validate_parser  # `pylal validate` (docs/validation.md)
+
+    add_validate_parser(sub)
     from pylal.report.command import add_parser as add_report_parser  # `pylal report` (docs/report.md)
 
     add_report_parser(sub)
