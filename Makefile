@@ -28,7 +28,7 @@ $(DEBIAN_LMP):
 	else echo "note: $@ missing; tests/test_python_invoke.py needs (as root): apt-get install lammps python3-lammps python3-mpi4py"; fi
 
 demo: $(STAMP)
-	$(VENV)/bin/pylal demo
+	$(VENV)/bin/pylal campaign inputs/si/campaign.toml
 
 test: $(STAMP) $(DEBIAN_LMP)
 	$(PY) -m pytest -q tests

@@ -28,7 +28,10 @@ def test_config_defaults_and_errors(tmp_path):
     assert cfg.walkers[0].deck == str(tmp_path / "in.walker")
     assert cfg.server.run_dir == (Path("runs") / "c").resolve()
     assert cfg.final.method == "ard" and cfg.termination.quiet_steps == 2000
-    assert "tau_rel 0.1" in cfg.hal.fix_keywords() and "f_tol 0.1" in cfg.hal.fix_keywords()
+    assert "tau_rel 0.1" in cfg.hal.fix_keywords() and "sigma_tol 0.005" in cfg.hal.fix_keywords()
+    assert "f_tol 0.05" in cfg.hal.fix_keywords({"f_tol": 0.05}) and "sigma_tol" not in cfg.hal.fix_keywords({"sigma_tol": 0.0})
+    with pytest.raises(ConfigError, match=r"hal: unknown key\(s\) \['ftol'\]"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\nhal = { ftol = 0.1 }\n'))
     with pytest.raises(ConfigError, match="unknown key.*'walker'"):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walker]]\nname = "a"\n'))
     with pytest.raises(ConfigError, match="deck .*missing.in does not exist"):

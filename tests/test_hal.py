@@ -33,6 +33,10 @@ def test_softmax_criterion_and_reductions():
     assert f_max == 3.0 and s == pytest.approx(np.exp(3.0) / np.exp(f).sum())
     assert hal.triggered(s, f_max, s_tol=0.5) and not hal.triggered(s, f_max, s_tol=0.95)
     assert hal.triggered(0.0, f_max, s_tol=None, f_tol=2.0)
+    # absolute energy uncertainty per atom (pylal's sigma_tol), independent of f_i
+    assert hal.triggered(0.0, 0.0, None, 1.0, sigma_per_atom=0.01, sigma_tol=0.005)
+    assert not hal.triggered(0.0, 0.0, None, 1.0, sigma_per_atom=0.004, sigma_tol=0.005)
+    assert not hal.triggered(0.0, 0.0, None, 1.0, sigma_per_atom=0.01, sigma_tol=None)
     # split over two "ranks": the reductions give the same answer
     parts = [f[:2], f[2:]]
     s2, fm2 = hal.softmax_score(parts[0], reduce_sum=lambda x: sum(np.sum(np.exp(p - 3.0)) for p in parts),

@@ -44,22 +44,30 @@ class WalkerConfig:
     seed: int = 1
     structure: str = ""  # start structure file (ASE-readable); default: the [initial] bulk cell
     variables: dict = dataclasses.field(default_factory=dict)  # extra `-var NAME VALUE` for the deck
+    hal: dict = dataclasses.field(default_factory=dict)  # this walker's [hal] overrides, e.g. {f_tol = 0.05}
 
 
 @dataclasses.dataclass
 class HalConfig:
     """`fix pylal` keywords for every walker (docs/fix_pylal.md); the campaign adds server, walker,
-    on_flag wait, trace and stop_file itself."""
+    on_flag wait, trace and stop_file itself. A walker's own `hal = {...}` table overrides these."""
     tau_rel: float = 0.1
     tau_window: int = 100
     f_tol: float = 0.1
+    sigma_tol: float = 0.005  # eV/atom; 0 = off
     check_every: int = 5
     cooldown: int = 0
     wait_timeout: float = 600.0
 
-    def fix_keywords(self) -> str:
-        return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in dataclasses.asdict(self).items())
+    def fix_keywords(self, overrides: dict | None = None) -> str:
+        values = dataclasses.asdict(self)
+        unknown = sorted(set(overrides or {}) - set(values))
+        if unknown:
+            raise ConfigError(f"[[walkers]] hal: unknown key(s) {unknown}; valid: {sorted(values)}")
+        values.update(overrides or {})
+        if not values["sigma_tol"]:
+            del values["sigma_tol"]
+        return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
 @dataclasses.dataclass
@@ -152,6 +160,9 @@ class CampaignConfig:
             if walker.ranks < 1:
                 raise ConfigError(f"[[walkers]] {walker.name}: ranks must be >= 1")
             walkers.append(walker)
+        hal = _build(HalConfig, raw.get("hal", {}), "hal")
+        for walker in walkers:
+            hal.fix_keywords(walker.hal)  # unknown override keys fail here, before anything runs
         names = [w.name for w in walkers]
         if len(set(names)) != len(names):
             raise ConfigError(f"[[walkers]] names must be unique, got {names}")
@@ -162,7 +173,7 @@ class CampaignConfig:
         if final.method not in ("brr", "ard"):
             raise ConfigError(f"[final] method = {final.method!r}: expected 'ard' or 'brr'")
         return cls(server=server, initial=initial, walkers=walkers,
-                   hal=_build(HalConfig, raw.get("hal", {}), "hal"),
+                   hal=hal,
                    termination=_build(TerminationConfig, raw.get("termination", {}), "termination"),
                    holdout=_build(HoldoutConfig, raw.get("holdout", {}), "holdout"),
                    final=final, validate=_build(ValidateConfig, raw.get("validate", {}), "validate"),

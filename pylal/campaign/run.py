@@ -143,7 +143,8 @@ class Campaign:
             walker = Walker(w, self.cfg, params, self.bulk_cell(), r_cut)
             walker.start()
             self.walkers.append(walker)
-            (walker.dir / "tolerance.json").write_text(json.dumps(dict(f_tol=self.cfg.hal.f_tol, s_tol=None)))
+            (walker.dir / "tolerance.json").write_text(json.dumps(dict(f_tol=w.hal.get("f_tol", self.cfg.hal.f_tol),
+                                                                          s_tol=None, sigma_tol=w.hal.get("sigma_tol", self.cfg.hal.sigma_tol))))
             self.say(f"walker {w.name}: {w.temperature:g} K, {w.ranks} rank(s), deck {w.deck}")
 
     def status_line(self, summaries) -> str:
@@ -236,6 +237,8 @@ class Campaign:
 
         t0 = time.perf_counter()
         v = self.cfg.validate
+        self.say(f"validation: {', '.join(v.properties)} properties of the final potential and of the reference"
+                 f"{' (quick settings)' if v.quick else ''} ...")
         try:
             table = property_table(PylalCalculator(params), self.reference_calculator(), quick=v.quick,
                                    properties=tuple(v.properties))
@@ -250,6 +253,7 @@ class Campaign:
         except ImportError as err:
             self.say(f"report skipped: {err}")
             return None
+        self.say("report: evaluating every version on the held-out set ...")
         try:
             return make_report(self.run)
         except Exception:
@@ -294,6 +298,9 @@ class Campaign:
             self.record["termination"]["reason"] = reason
             params = self.final_fit(holdout)
             self.stop_server()
+            fin = self.record["final"]
+            self.say(f"final {fin['method']} fit on {fin['n_configs']} configurations: held-out force RMSE "
+                     f"{fin['holdout_force_rmse']:.4f} eV/A, energy RMSE {fin['holdout_energy_rmse'] * 1000:.2f} meV/atom")
             counts = self.server.store.counts()
             n_init = len(initial)
             self.record["final"].update(

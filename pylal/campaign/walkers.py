@@ -65,7 +65,7 @@ class Walker:
         self.returncode: int | None = None
 
     def command(self) -> list[str]:
-        fix = (f"{self.hal.fix_keywords()} server {self.run_dir} walker {self.cfg.name} seed {self.seed} "
+        fix = (f"{self.hal.fix_keywords(self.cfg.hal)} server {self.run_dir} walker {self.cfg.name} seed {self.seed} "
                f"on_flag wait trace {self.trace} stop_file {self.stop_file} flag_dir flags watch none")
         variables = dict(params=self.params_path, elements=" ".join(self.species), data="start.data",
                          rcut=f"{self.r_cut:g}", temp=f"{self.cfg.temperature:g}", press=f"{self.cfg.pressure:g}",

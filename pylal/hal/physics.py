@@ -57,9 +57,14 @@ def softmax_score(f, reduce_sum=_identity, reduce_max=_identity):
     return 1.0 / float(reduce_sum(np.sum(np.exp(f - f_max)))), f_max
 
 
-def triggered(s: float, f_max: float, s_tol: float | None = 0.5, f_tol: float | None = None) -> bool:
-    """Stopping criterion: softmax s > s_tol (eq. 8) and/or max f_i > f_tol (eq. 7)."""
-    return bool((s_tol is not None and s > s_tol) or (f_tol is not None and f_max > f_tol))
+def triggered(s: float, f_max: float, s_tol: float | None = 0.5, f_tol: float | None = None,
+              sigma_per_atom: float | None = None, sigma_tol: float | None = None) -> bool:
+    """Stopping criterion: softmax s > s_tol (eq. 8) and/or max f_i > f_tol (eq. 7), and/or
+    (pylal's addition) sigma~ / N > sigma_tol (eV/atom, absolute energy uncertainty, eq. 5).
+    f_i is relative: where forces are large (a liquid) the committee's force spread can stay below
+    f_tol while sigma~ is 100x its value in the training region; sigma_tol catches that."""
+    return bool((s_tol is not None and s > s_tol) or (f_tol is not None and f_max > f_tol)
+                or (sigma_tol is not None and sigma_per_atom is not None and sigma_per_atom > sigma_tol))
 
 
 class AdaptiveTau:

@@ -310,7 +310,10 @@ class Engine:
             if peratom is not None:
                 _view(peratom, np.float64, (n, 3))[:] = np.column_stack([f_i, p["atom_sigma"][:n], bias_norm])
             cooled = self.last_flag_step is None or step - self.last_flag_step >= s.cooldown
-            flagged = hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol) and cooled
+            sigma_per_atom = None
+            if s.sigma_tol is not None:
+                sigma_per_atom = p["sigma"] / float(self._sum(np.array(float(n))))
+            flagged = hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol, sigma_per_atom, s.sigma_tol) and cooled
             if flagged:
                 self._write_flag(p, f_i, bias_norm)
                 out[STAT_STOP] = 1.0 if s.on_flag == "stop" else 0.0

@@ -24,6 +24,7 @@ class FixSettings:
     eps: float | None = None  # f_i regulariser (HAL eq. 6); default: global mean |F_bar_i|
     s_tol: float | None = 0.5  # softmax tolerance (HAL eq. 8); default when no f_tol is given
     f_tol: float | None = None  # max f_i tolerance (HAL eq. 7)
+    sigma_tol: float | None = None  # also flag when sigma / N_atoms > sigma_tol (eV/atom); none by default
     check_every: int = 10  # steps between f_i checks and parameter-file polls
     on_flag: str = "continue"  # continue | stop | wait (for the refit server's next version)
     flag_dir: str = "pylal_flags"  # flagged configurations are written here (extxyz)
@@ -38,7 +39,7 @@ class FixSettings:
     stop_file: str | None = None  # when this file exists (checked every check step), the run ends cleanly
 
 
-_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "wait_timeout"}
+_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "sigma_tol", "wait_timeout"}
 _INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
 _CHOICE = {"on_flag": ON_FLAG}
 _STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file"}
