@@ -78,7 +78,7 @@ f_tol = 0.1
 check_every = 5
 wait_timeout = 120.0
 [termination]
-quiet_steps = 300
+quiet_steps = 200
 max_minutes = 6.0
 [holdout]
 n_configs = 4
@@ -116,7 +116,8 @@ def test_small_campaign_end_to_end(tmp_path):
     trace = read_trace(run / "walkers" / "hot" / "trace.csv")
     versions = [r["version"] for r in trace]
     assert versions == sorted(versions)
-    assert summarize(trace, versions[-1]).quiet_steps >= 300
-    assert final["n_labels"] == trace[-1]["n_flags"] - sum(1 for r in trace if r["flagged"] and False)
+    assert summarize(trace, versions[-1]).quiet_steps >= 200
+    # every label came from a flag of this walker (a flag may also be a duplicate of a labelled one)
+    assert 1 <= final["n_labels"] + final["n_failed"] <= sum(r["flagged"] for r in trace)
     assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3
     assert out.strip().splitlines()[-1].startswith("holdout_force_rmse: ")
