@@ -172,7 +172,11 @@ class Campaign:
             for walker in self.walkers:
                 code = walker.poll()
                 if code not in (None, 0) and walker.ended and walker.restarts < t.max_restarts:
-                    self.say(f"walker {walker.cfg.name} exited with code {code}; log tail:\n{walker.log_tail()}")
+                    tail = walker.log_tail()
+                    why = (" (the potential is not yet stable there: atoms flew apart)" if "Lost atoms" in tail
+                           else "")
+                    self.say(f"walker {walker.cfg.name} exited with code {code}{why}; its flags are kept; log tail:\n"
+                             f"{tail}")
                     walker.restart(self.run / "current.npz")
                     self.say(f"walker {walker.cfg.name}: restart {walker.restarts} with seed {walker.seed}")
             counts = self.server.store.counts()
