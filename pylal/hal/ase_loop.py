@@ -1,7 +1,17 @@
 """ASE-driven HAL loop (HAL sec. 3): HAL-MD on the committee, label flagged configurations with
 the reference, refit, repeat until `stable_steps` of HAL-MD pass without a flag.
 
+Optionally (`verify_steps` > 0) a stable committee must then also pass a verification run: plain
+MD (tau = 0) from the start configuration with fresh velocities, f_i checked with the same
+tolerance; a flag there is labelled, refitted, and learning resumes. "Exploratory" MD steps are
+all MD steps before the verification run that passes (learning + failed verification steps).
+
+Flags are detected on every check step (every `check_every` force calls, HAL eqs. 6-7), whatever
+the phase of the calculator's call counter; an optional `guard(atoms)` (e.g. a bond stretched far
+beyond equilibrium) catches unphysical configurations the committee does not flag.
+
 This is the plain-ASE path (no LAMMPS); the LAMMPS path runs the same committee inside `fix pylal`.
+Works for periodic cells and for molecules (pbc False: no stress, no virial rows).
 """
 from __future__ import annotations
 
@@ -9,6 +19,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from ase import units
@@ -32,16 +43,27 @@ class LoopSettings:
     temperature: float = 1000.0  # K
     timestep_fs: float = 1.0
     friction: float = 0.02  # Langevin, 1/fs
-    tau_rel: float = 0.1
+    tau_rel: float = 0.1  # 0: plain active learning
     tau_window: int = 100
     n_members: int = 32
     s_tol: float | None = None  # softmax criterion (eq. 8); 1/N-like for large cells
     f_tol: float | None = 0.1  # max_i f_i (eq. 7), size independent
     check_every: int = 5  # steps between f_i evaluations
-    stable_steps: int = 2000  # stop when this many HAL-MD steps pass without a flag
-    max_labels: int = 60
+    stable_steps: int = 2000  # learning is stable when this many HAL-MD steps pass without a flag
+    max_labels: int = 60  # cap on reference calls (initial + flagged, failures included)
     weights: Weights = dataclasses.field(default_factory=Weights)
     seed: int = 0
+    verify_steps: int = 0  # plain-MD (tau = 0) verification run after stable learning; 0: none
+    max_steps: int | None = None  # cap on exploratory MD steps (None: no cap)
+    restart: str = "flagged"  # MD resumes after a label from the "flagged" or the "start" configuration
+    reset_tau: bool = True  # adaptive tau burns in again after each refit (as fix pylal after a swap)
+    guard: Callable | None = None  # guard(atoms) -> reason (str) if unphysical, else None
+
+    def __post_init__(self):
+        if self.restart not in ("flagged", "start"):
+            raise ValueError(f"LoopSettings.restart: expected 'flagged' or 'start', got {self.restart!r}")
+        if self.check_every < 1:
+            raise ValueError(f"LoopSettings.check_every must be >= 1, got {self.check_every}")
 
 
 def force_rmse(calc, configurations) -> float:
@@ -53,9 +75,59 @@ def force_rmse(calc, configurations) -> float:
     return float(np.sqrt(np.mean(np.square(np.concatenate(err)))))
 
 
+@dataclasses.dataclass
+class Segment:
+    """Outcome of one MD segment: steps run, and why it stopped (None: ran to the end)."""
+
+    steps: int
+    event: str | None  # "flag", "guard", or None
+    f_max: float  # largest max_i f_i seen on the check steps of the segment
+    detail: str = ""
+
+
+def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings) -> Segment:
+    """Step `dyn` up to n_steps; stop at the first check step that triggers (eqs. 7-8) or at the
+    first configuration the guard rejects. Each step is one force call, so every check step the
+    calculator makes (n_calls % check_every == 0) is seen, even when a refit shifted the phase."""
+    atoms = dyn.atoms
+    f_seen = 0.0
+    for step in range(1, n_steps + 1):
+        try:
+            dyn.step()
+            dyn.nsteps += 1
+        except Exception as err:  # non-finite positions break the neighbour list: a blown-up run
+            if np.isfinite(atoms.positions).all():
+                raise
+            return Segment(step, "guard", f_seen, f"non-finite positions ({type(err).__name__})")
+        r = calc.results
+        if "f_i" not in r:
+            continue
+        f_seen = max(f_seen, float(r["f_max"]))
+        if not np.isfinite(r["f_max"]) or triggered(r["softmax"], r["f_max"], settings.s_tol, settings.f_tol):
+            return Segment(step, "flag", float(r["f_max"]))
+        if settings.guard is not None:
+            reason = settings.guard(atoms)
+            if reason:
+                return Segment(step, "guard", f_seen, reason)
+    return Segment(n_steps, None, f_seen)
+
+
+def _langevin(atoms, settings: LoopSettings, rng):
+    return Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature,
+                    friction=settings.friction / units.fs, fixcm=False, rng=rng)
+
+
 def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: LoopSettings,
              out_dir: Path, log=print):
-    """Run the loop; returns a summary dict. Flagged configs and every version are written to out_dir."""
+    """Run the loop; returns a summary dict. Flagged configs and every version are written to out_dir.
+
+    held_out: labelled configurations for the force RMSE after each refit (None or [] to skip).
+    summary: labels (successful reference calls, initial included), failed, reference_calls,
+    exploratory_steps, md_steps (all MD steps, the passing verification included), stable
+    (learning stable and, if verify_steps, verified), stop ("stable", "max_labels", "max_steps"),
+    history (one record per refit: phase, event, labels, steps, tau, f_max, rmse_forces).
+    """
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     compilations_before = sum(TRACE_COUNTS.values())
     design = DesignSet(spec, settings.weights)
@@ -75,35 +147,68 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         t_fit += time.perf_counter() - t0
         return params
 
+    def rmse_of(params):
+        return force_rmse(PylalCalculator(params), held_out) if held_out else None
+
     calc = PylalCalculator(refit(), tau_rel=settings.tau_rel, tau_window=settings.tau_window,
                            check_every=settings.check_every)
     atoms = start.copy()
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
-    dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature,
-                   friction=settings.friction / units.fs, fixcm=False, rng=rng)
+    dyn = _langevin(atoms, settings, rng)
     history = []
-    since_flag, total_steps, f_max = 0, 0, 0.0
-    log(f"{'iter':>4} {'labels':>6} {'steps':>7} {'tau':>9} {'max_f_i':>8} {'rmse_F':>8}  (eV/A)")
-    while since_flag < settings.stable_steps and n_labels < settings.max_labels:
-        t0 = time.perf_counter()
-        flagged = False
-        while since_flag < settings.stable_steps:
-            dyn.run(settings.check_every)
-            total_steps += settings.check_every
-            since_flag += settings.check_every
-            r = calc.results
-            if "f_i" not in r:
-                continue
-            f_max = r["f_max"]
-            if triggered(r["softmax"], f_max, settings.s_tol, settings.f_tol):
-                flagged = True
-                break
-        t_md += time.perf_counter() - t0
-        if not flagged:
+    learn_steps = verify_failed_steps = verify_passed_steps = n_verify = 0
+    since_flag, f_max, stop = 0, 0.0, None
+    log(f"{'iter':>4} {'phase':>6} {'event':>5} {'labels':>6} {'steps':>7} {'tau':>9} {'max_f_i':>8} {'rmse_F':>8}"
+        "  (eV/A)")
+
+    def exploratory():
+        return learn_steps + verify_failed_steps
+
+    while True:
+        if n_labels + n_failed >= settings.max_labels:
+            stop = "max_labels"
             break
+        budget = settings.stable_steps - since_flag
+        if settings.max_steps is not None:
+            budget = min(budget, settings.max_steps - exploratory())
+            if budget <= 0:
+                stop = "max_steps"
+                break
+        # --- learning: HAL-MD (tau_rel > 0) or plain MD (tau_rel = 0) ---
         t0 = time.perf_counter()
-        result = label(atoms, reference)
+        seg = run_segment(dyn, calc, budget, settings)
+        t_md += time.perf_counter() - t0
+        learn_steps += seg.steps
+        since_flag += seg.steps
+        phase, flagged_atoms = "learn", atoms
+        if seg.event is None and since_flag < settings.stable_steps:
+            continue  # stopped by max_steps: the check at the top ends the loop
+        if seg.event is None and settings.verify_steps > 0:
+            # --- verification: plain MD from the start configuration with the current committee ---
+            n_verify += 1
+            vcalc = PylalCalculator(calc.params, tau=0.0, check_every=settings.check_every)
+            vatoms = start.copy()
+            vatoms.calc = vcalc
+            vrng = np.random.default_rng([settings.seed, 7919, n_verify])
+            MaxwellBoltzmannDistribution(vatoms, temperature_K=settings.temperature, rng=vrng)
+            t0 = time.perf_counter()
+            seg = run_segment(_langevin(vatoms, settings, vrng), vcalc, settings.verify_steps, settings)
+            t_md += time.perf_counter() - t0
+            if seg.event is None:
+                verify_passed_steps = seg.steps
+                log(f"verification passed: {seg.steps} steps of plain MD, max f_i {seg.f_max:.4f}")
+            else:
+                verify_failed_steps += seg.steps
+                phase, flagged_atoms = "verify", vatoms
+                log(f"verification {seg.event} after {seg.steps} steps (f_i {seg.f_max:.4f}) {seg.detail}")
+        if seg.event is None:
+            stop = "stable"
+            break
+        f_max = seg.f_max
+        # --- label the flagged (or guard-rejected) configuration, refit ---
+        t0 = time.perf_counter()
+        result = label(flagged_atoms, reference)
         t_label += time.perf_counter() - t0
         if result.ok:
             design.add(result.atoms)
@@ -112,19 +217,31 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         else:
             n_failed += 1
             log(f"label failed: {result.error_type}: {result.message}")
+        tau_used = calc.tau
         calc.set_parameters(refit())
-        rmse = force_rmse(PylalCalculator(calc.params), held_out)
-        history.append(dict(iteration=version - 1, labels=n_labels, steps=total_steps, tau=calc.tau,
+        if settings.reset_tau and calc.adaptive is not None:
+            calc.adaptive.history.clear()  # burn in again: the old |grad sigma| belongs to the old committee
+        rmse = rmse_of(calc.params)
+        history.append(dict(iteration=version - 1, phase=phase, event=seg.event, detail=seg.detail,
+                            labels=n_labels, failed=n_failed, steps=exploratory(), tau=tau_used,
                             f_max=f_max, rmse_forces=rmse))
-        log(f"{version - 1:4d} {n_labels:6d} {total_steps:7d} {calc.tau:9.4f} {f_max:8.3f} {rmse:8.4f}")
+        log(f"{version - 1:4d} {phase:>6} {seg.event:>5} {n_labels:6d} {exploratory():7d} {tau_used:9.4f} "
+            f"{f_max:8.3f} {rmse if rmse is not None else float('nan'):8.4f}" + (f"  {seg.detail}" if seg.detail else ""))
         since_flag = 0
-        # restart from the flagged configuration with fresh velocities (HAL-driven MD can heat up)
+        # resume learning; fresh velocities (HAL-driven MD can heat up)
+        if settings.restart == "start" or seg.event == "guard" or not result.ok:
+            atoms.set_positions(start.get_positions())
+            atoms.set_cell(start.get_cell())
+        else:
+            atoms.set_positions(flagged_atoms.get_positions())
         MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
     final = calc.params
     final.save(out_dir / "params_final.npz")
-    summary = dict(labels=n_labels, failed=n_failed, versions=version, md_steps=total_steps,
-                   stable=since_flag >= settings.stable_steps,
-                   rmse_forces=force_rmse(PylalCalculator(final), held_out),
+    summary = dict(labels=n_labels, failed=n_failed, reference_calls=n_labels + n_failed, versions=version,
+                   exploratory_steps=exploratory(), learn_steps=learn_steps,
+                   verify_failed_steps=verify_failed_steps, verify_passed_steps=verify_passed_steps,
+                   md_steps=exploratory() + verify_passed_steps, stable=stop == "stable", stop=stop,
+                   rmse_forces=rmse_of(final),
                    compilations=sum(TRACE_COUNTS.values()) - compilations_before,
                    seconds=dict(md=t_md, label=t_label, fit=t_fit), history=history)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
