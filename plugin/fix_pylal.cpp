@@ -184,6 +184,19 @@ void FixPylal::init()
     if (!k) python_failure(true);
     max_columns = (int) PyLong_AsLong(k);
     Py_DECREF(k);
+    // a parameter file with a LAMMPS prior needs that pair style in the deck (docs/prior.md):
+    // pass the pair style and which of the engine's prior_styles() it contains; the engine decides
+    PyObject *styles = PyObject_CallMethod(engine, "prior_styles", nullptr);
+    if (!styles) python_failure(true);
+    PyObject *found = PyList_New(0);
+    for (Py_ssize_t i = 0; i < PyList_Size(styles); ++i) {
+      PyObject *name = PyList_GetItem(styles, i);
+      if (force->pair_match(PyUnicode_AsUTF8(name), 1, 1)) PyList_Append(found, name);
+    }
+    Py_DECREF(styles);
+    PyObject *ok = PyObject_CallMethod(engine, "check_pair_style", "sN", force->pair_style, found);
+    if (!ok) python_failure(true);
+    Py_DECREF(ok);
   }
   comm_reverse = max_columns;
 }

@@ -47,7 +47,12 @@ def _fit(args):
     data = read(args.data, index=":")
     species = tuple(args.species or sorted({s for a in data for s in a.get_chemical_symbols()}))
     spec = BasisSpec(species=species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max)
-    params = fit_parameters(spec, data, Weights(*args.weights), args.method, args.members, args.seed)
+    prior = None
+    if args.lammps_prior:  # Delta-learning: fit labels minus this prior (docs/prior.md)
+        from pylal.prior.spec import LammpsPrior
+
+        prior = LammpsPrior.load(args.lammps_prior)
+    params = fit_parameters(spec, data, Weights(*args.weights), args.method, args.members, args.seed, prior=prior)
     digest = params.save(args.output)
     print(f"fitted {len(data)} configurations, basis size {spec.size}, K={params.n_members}: "
           f"{args.output} (sha256 {digest[:12]})")
@@ -116,6 +121,7 @@ def main(argv=None):
     f.add_argument("--members", type=int, default=32)
     f.add_argument("--weights", type=float, nargs=3, default=(5.0, 1.0, 1.0), metavar=("W_E", "W_F", "W_V"))
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--lammps-prior", help="prior JSON (pylal prior fit-morse): fit the residual to it")
     f.set_defaults(func=_fit)
     i = sub.add_parser("info", help="print a parameter file's header")
     i.add_argument("params")
@@ -142,6 +148,9 @@ def main(argv=None):
     from pylal.validate.command import add_parser as add_validate_parser  # `pylal validate` (docs/validation.md)
 
     add_validate_parser(sub)
+    from pylal.prior.command import add_parser as add_prior_parser  # `pylal prior` (docs/prior.md)
+
+    add_prior_parser(sub)
     from pylal.report.command import add_parser as add_report_parser  # `pylal report` (docs/report.md)
 
     add_report_parser(sub)

@@ -51,13 +51,17 @@ def sample_committee(mean: np.ndarray, cov: np.ndarray, n_members: int = 32, see
 
 
 def fit_parameters(spec: BasisSpec, configurations, weights: Weights = Weights(), method: str = "brr",
-                   n_members: int = 32, seed: int = 0, version: int = 0) -> Parameters:
-    """Fit labelled configurations and draw the committee: the whole refit in one call."""
-    psi, y, kinds = build_design(spec, configurations, weights)
-    return fit_design(spec, psi, y, kinds, weights, method, n_members, seed, version)
+                   n_members: int = 32, seed: int = 0, version: int = 0, prior=None) -> Parameters:
+    """Fit labelled configurations and draw the committee: the whole refit in one call. prior: a
+    pylal.prior.LammpsPrior; the fit targets the labels minus the prior (Delta-learning) and the
+    prior is written into the parameters."""
+    psi, y, kinds = build_design(spec, configurations, weights, prior)
+    return fit_design(spec, psi, y, kinds, weights, method, n_members, seed, version,
+                      prior=getattr(prior, "prior", prior))
 
 
-def fit_design(spec, psi, y, kinds, weights=Weights(), method="brr", n_members=32, seed=0, version=0):
+def fit_design(spec, psi, y, kinds, weights=Weights(), method="brr", n_members=32, seed=0, version=0, prior=None):
+    """prior: the LammpsPrior the targets y were taken relative to (stored with the parameters)."""
     mean, cov, noise_precision, prior_precision = bayesian_fit(psi, y, method)
     committee = sample_committee(mean, cov, n_members, seed)
     residual = psi @ mean - y
@@ -65,4 +69,4 @@ def fit_design(spec, psi, y, kinds, weights=Weights(), method="brr", n_members=3
     hyper = {"method": method, "weights": [weights.energy, weights.forces, weights.virial],
              "prior_precision": prior_precision, "seed": seed, "n_rows": int(len(y)),
              "train_rmse_weighted": rmse}
-    return Parameters(spec, mean, committee, noise_precision, version=version, hyper=hyper)
+    return Parameters(spec, mean, committee, noise_precision, version=version, hyper=hyper, lammps_prior=prior)

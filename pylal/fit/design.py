@@ -4,8 +4,10 @@ Rows per labelled configuration R with N atoms:
     energy   sqrt(w_E) * B(R) / N                  target sqrt(w_E) * (E_R - E_prior) / N
     forces   sqrt(w_F) * (-dB/dx)  (3N rows)        target sqrt(w_F) * (F_R - F_prior)
     virial   sqrt(w_V) * W_B(R) / N (6 rows)        target sqrt(w_V) * (W_R - W_prior) / N
-Energies and virials are per atom so that cells of different size weigh alike. The prior
-(ZBL) is subtracted from the labels: the linear model learns the remainder (Delta-learning).
+Energies and virials are per atom so that cells of different size weigh alike. The priors are
+subtracted from the labels, so the linear model learns the remainder (Delta-learning, Shuaibi
+eqs. 1-3): the model-internal ZBL of BasisSpec.prior and, if given, a LAMMPS pair-style prior
+(pylal.prior.LammpsPrior, evaluated through LAMMPS by pylal.prior.evaluate.PriorEvaluator).
 """
 from __future__ import annotations
 
@@ -60,11 +62,25 @@ def stress_to_virial(atoms) -> np.ndarray:
     return -atoms.get_stress(voigt=False) * atoms.get_volume()
 
 
-def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights()):
-    """Rows, targets and row kinds ('E', 'F', 'V') of one labelled ase.Atoms."""
+def prior_evaluator(spec: BasisSpec, prior):
+    """None, a PriorEvaluator, or a LammpsPrior (-> an evaluator with the model's species as types)."""
+    if prior is None or hasattr(prior, "evaluate"):
+        return prior
+    from pylal.prior.evaluate import PriorEvaluator
+
+    return PriorEvaluator(prior, spec.species, spec.r_cut)
+
+
+def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights(), prior=None):
+    """Rows, targets and row kinds ('E', 'F', 'V') of one labelled ase.Atoms. prior: a LAMMPS prior
+    (LammpsPrior or PriorEvaluator) whose energy, forces and virial are taken off the labels."""
     n = len(atoms)
     b, f_cols, w_cols, e_prior, f_prior, w_prior = configuration_blocks(spec, atoms)
     results = atoms.calc.results if atoms.calc is not None else {}
+    evaluator = prior_evaluator(spec, prior)
+    if evaluator is not None:  # E = E_prior + E_ML (Shuaibi eq. 4): targets are the residuals
+        lp = evaluator.evaluate(atoms)
+        e_prior, f_prior, w_prior = e_prior + lp.energy, f_prior + lp.forces, w_prior + lp.virial
     rows, targets, kinds = [], [], []
     if "energy" in results:
         s = np.sqrt(weights.energy) / n
@@ -90,12 +106,15 @@ def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights()):
 class DesignSet:
     """Design rows accumulated configuration by configuration (each basis evaluation done once)."""
 
-    def __init__(self, spec: BasisSpec, weights: Weights = Weights()):
+    def __init__(self, spec: BasisSpec, weights: Weights = Weights(), prior=None):
+        """prior: a LammpsPrior subtracted from every configuration's labels (None: none)."""
         self.spec, self.weights = spec, weights
+        self.prior = prior if prior is None or not hasattr(prior, "evaluate") else prior.prior
+        self._evaluator = prior_evaluator(spec, prior)
         self.blocks: list = []
 
     def add(self, atoms):
-        self.blocks.append(configuration_rows(self.spec, atoms, self.weights))
+        self.blocks.append(configuration_rows(self.spec, atoms, self.weights, self._evaluator))
 
     def __len__(self):
         return len(self.blocks)
@@ -107,9 +126,9 @@ class DesignSet:
         return np.concatenate(psi), np.concatenate(y), np.concatenate(kinds)
 
 
-def build_design(spec: BasisSpec, configurations, weights: Weights = Weights()):
-    """Psi (rows, D), y (rows,), row kinds for a list of labelled ase.Atoms."""
-    design = DesignSet(spec, weights)
+def build_design(spec: BasisSpec, configurations, weights: Weights = Weights(), prior=None):
+    """Psi (rows, D), y (rows,), row kinds for a list of labelled ase.Atoms (targets minus `prior`)."""
+    design = DesignSet(spec, weights, prior)
     for atoms in configurations:
         design.add(atoms)
     return design.arrays()

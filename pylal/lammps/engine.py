@@ -13,6 +13,12 @@ Each step LAMMPS calls, on every rank:
               writes a flagged configuration (gathered to rank 0).
 Scalars go back through `stat`, a small float64 array owned by the caller (layout below).
 
+A parameter file with a LAMMPS prior (pylal.prior) needs that pair style in the deck: init() of the
+fix asks prior_styles(), looks them up in LAMMPS's pair style (force->pair_match) and calls
+check_pair_style(), which refuses to run without it and prints the lines to add. With a prior,
+the force array LAMMPS passes to finish() already holds the prior's forces (the pair style ran
+first), so f_i's denominator and adaptive tau use that total mean force, as PylalCalculator does.
+
 Re-evaluating a step (LAMMPS's setup after `run`, `read_restart`) reuses that step's tau and
 neither updates tau nor flags again, so `run 100; run 100` equals `run 200`.
 """
@@ -163,6 +169,24 @@ class Engine:
     def r_cut(self) -> float:
         return self.model.spec.r_cut
 
+    def prior_styles(self) -> list[str]:
+        """Pair style names that provide the parameter file's LAMMPS prior (empty: no prior)."""
+        prior = self.params.lammps_prior
+        if prior is None:
+            return []
+        from pylal.prior.commands import accepted_styles
+
+        return accepted_styles(prior)
+
+    def check_pair_style(self, pair_style: str, found) -> None:
+        """Called once per run setup with LAMMPS's pair style and the prior_styles() it contains."""
+        prior = self.params.lammps_prior
+        if prior is not None and not list(found):
+            from pylal.prior.commands import missing_prior_message
+
+            raise FixArgumentError(missing_prior_message(prior, pair_style or "none", self.settings.elements,
+                                                         self.r_cut))
+
     def max_columns(self) -> int:
         """Widest force row evaluate() returns: F_HAL, grad sigma and K member forces."""
         return 6 + 3 * self.params.n_members
@@ -218,6 +242,11 @@ class Engine:
                 or params.n_members != self.params.n_members):
             self.log(f"step {step}: not swapping to version {params.version}: its species, cutoff or "
                      f"committee size differ from the running model's (restart LAMMPS for those)")
+            return
+        if params.lammps_prior != self.params.lammps_prior:  # the deck's pair style is the old prior
+            self.log(f"step {step}: not swapping to version {params.version}: its LAMMPS prior differs from "
+                     f"the running one (the deck's pair style); restart LAMMPS with its lines "
+                     f"(`pylal prior commands`)")
             return
         self.model.set_parameters(params)
         if self.adaptive is not None:
@@ -287,12 +316,15 @@ class Engine:
         n, step, tau = p["n_local"], p["step"], p["tau"]
         owned = p["buf"][:n]
         f_hal = owned[:, 0:3]
-        _view(forces, np.float64, (n, 3))[:] += f_hal
+        f_lammps = _view(forces, np.float64, (n, 3))
+        # with a LAMMPS prior, what LAMMPS holds now is the pair style's prior force (Shuaibi eq. 4)
+        f_prior = f_lammps.copy() if self.params.lammps_prior is not None else 0.0
+        f_lammps[:] += f_hal
         out = _view(stat, np.float64, (STAT_SIZE,))
         out[STAT_STOP] = 0.0
         if p["biased"] or p["check"]:
             grad_sigma = owned[:, 3:6]
-            f_mean = f_hal - tau * grad_sigma
+            f_mean = f_hal - tau * grad_sigma + f_prior  # total unbiased force
         if self.adaptive is not None and (self.last_update_step is None or step > self.last_update_step):
             sums = self._sum(np.array([np.linalg.norm(f_mean, axis=1).sum(),
                                        np.linalg.norm(grad_sigma, axis=1).sum()]))
@@ -301,7 +333,7 @@ class Engine:
         if p["check"] and step != self.last_check_step:
             self.last_check_step = step
             k = (owned.shape[1] - 6) // 3
-            members = np.transpose(owned[:, 6:].reshape(n, k, 3), (1, 0, 2))
+            members = np.transpose(owned[:, 6:].reshape(n, k, 3), (1, 0, 2)) + f_prior
             s = self.settings
             eps = s.eps if s.eps is not None else hal.mean_force_norm(f_mean, self._sum)
             f_i = hal.relative_force_uncertainty(members, f_mean, eps)

@@ -2,8 +2,10 @@
 
 Format `pylal-params/1`: an .npz holding arrays `mean` (D,), `committee` (K, D) and `header`, a JSON
 string with the basis spec, species, cutoff, fit hyperparameters, noise precision lambda, version,
-and a sha256 content hash over the arrays and the rest of the header. Writes are atomic (temporary
-file + rename) so a reader never sees half a file.
+optionally `lammps_prior` (a physics prior as a LAMMPS pair style, pylal.prior: the coefficients
+describe the residual to it), and a sha256 content hash over the arrays and the rest of the header.
+A file without a prior has no `lammps_prior` key, so its hash is what it was before priors
+existed. Writes are atomic (temporary file + rename) so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from pylal.files import atomic_write
 from pylal.model.basis import BasisSpec
+from pylal.prior.spec import LammpsPrior, PriorError
 
 FORMAT = "pylal-params/1"
 
@@ -34,8 +37,11 @@ class Parameters:
     noise_precision: float  # lambda of HAL eq. 5 (precision of the weighted fit residuals)
     version: int = 0
     hyper: dict = dataclasses.field(default_factory=dict)  # fit settings and evidence hyperparameters
+    lammps_prior: LammpsPrior | None = None  # E = E_prior + c . B (Shuaibi eq. 4); None: no LAMMPS prior
 
     def __post_init__(self):
+        if isinstance(self.lammps_prior, dict):
+            self.lammps_prior = LammpsPrior.from_dict(self.lammps_prior)
         self.mean = np.asarray(self.mean, dtype=np.float64)
         self.committee = np.atleast_2d(np.asarray(self.committee, dtype=np.float64))
         d = self.spec.size
@@ -49,7 +55,7 @@ class Parameters:
         return self.committee.shape[0]
 
     def _header(self) -> dict:
-        return {
+        header = {
             "format": FORMAT,
             "basis": self.spec.to_dict(),
             "species": list(self.spec.species),
@@ -59,6 +65,9 @@ class Parameters:
             "n_members": self.n_members,
             "hyper": self.hyper,
         }
+        if self.lammps_prior is not None:
+            header["lammps_prior"] = self.lammps_prior.to_dict()
+        return header
 
     @property
     def content_hash(self) -> str:
@@ -91,9 +100,13 @@ class Parameters:
         stored = header.pop("hash", None)
         if stored != _hash(header, mean, committee):
             raise ParameterFileError(f"parameter file {path}: content hash mismatch (file damaged?)")
+        try:
+            prior = LammpsPrior.from_dict(header["lammps_prior"]) if "lammps_prior" in header else None
+        except PriorError as err:
+            raise ParameterFileError(f"parameter file {path}: bad lammps_prior: {err}") from err
         return cls(spec=BasisSpec.from_dict(header["basis"]), mean=mean, committee=committee,
                    noise_precision=header["noise_precision"], version=header["version"],
-                   hyper=header.get("hyper", {}))
+                   hyper=header.get("hyper", {}), lammps_prior=prior)
 
 
 def _hash(header: dict, mean: np.ndarray, committee: np.ndarray) -> str:

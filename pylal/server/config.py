@@ -39,6 +39,10 @@ class FitConfig:
     n_max: int = 8
     l_max: int = 4
     prior: list | None = dataclasses.field(default_factory=lambda: [1.2, 1.8])  # [] disables the ZBL prior
+    # physics prior as a LAMMPS pair style (docs/prior.md): a table {style, cutoff, coeffs, ...} or a
+    # JSON file (`pylal prior fit-morse`); labels minus prior are fitted, every version carries it
+    lammps_prior: dict = dataclasses.field(default_factory=dict)
+    lammps_prior_file: str = ""
     initial_data: list = dataclasses.field(default_factory=list)  # labelled extxyz / ASE db files
     initial_params: str = ""  # parameter file walkers start from (published as the first version)
     n_members: int = 32
@@ -103,6 +107,10 @@ class ServerConfig:
         cfg.fit.initial_data = [str(cfg.run_dir / p) for p in cfg.fit.initial_data]
         if cfg.fit.initial_params:
             cfg.fit.initial_params = str(cfg.run_dir / cfg.fit.initial_params)
+        if cfg.fit.lammps_prior_file:
+            cfg.fit.lammps_prior_file = str(cfg.run_dir / cfg.fit.lammps_prior_file)
+        if cfg.fit.lammps_prior and cfg.fit.lammps_prior_file:
+            raise ConfigError("[fit] give either lammps_prior or lammps_prior_file, not both")
         cfg.executor.pythonpath = [str((base / p).resolve()) for p in cfg.executor.pythonpath]
         if cfg.executor.kind not in ("local", "dask"):
             raise ConfigError(f"[executor] kind = {cfg.executor.kind!r}: expected 'local' or 'dask'")

@@ -119,6 +119,22 @@ def spec_from_config(fit_cfg) -> BasisSpec:
                      n_max=fit_cfg.n_max, l_max=fit_cfg.l_max, prior=prior)
 
 
+def prior_from_config(fit_cfg):
+    """The LAMMPS prior of `[fit] lammps_prior` (a table) or `[fit] lammps_prior_file`, or None."""
+    from pylal.prior.spec import LammpsPrior, PriorError
+    from pylal.server.config import ConfigError
+
+    try:
+        if getattr(fit_cfg, "lammps_prior", None):
+            return LammpsPrior.from_dict(dict(fit_cfg.lammps_prior))
+        if getattr(fit_cfg, "lammps_prior_file", ""):
+            return LammpsPrior.load(fit_cfg.lammps_prior_file)
+    except PriorError as err:
+        key = "lammps_prior" if getattr(fit_cfg, "lammps_prior", None) else "lammps_prior_file"
+        raise ConfigError(f"[fit] {key}: {err}") from err
+    return None
+
+
 def read_labelled(paths) -> list:
     """Initial training set: labelled configurations from extxyz or ASE db files."""
     from ase.io import read
@@ -131,16 +147,36 @@ def read_labelled(paths) -> list:
 
 class Refitter:
     """Design rows kept in memory and extended by each new label (every configuration's basis is
-    evaluated once); a refit is one Bayesian fit over all rows (pylal.fit.bayes.fit_design)."""
+    evaluated once); a refit is one Bayesian fit over all rows (pylal.fit.bayes.fit_design).
+    With a LAMMPS prior ([fit] lammps_prior / lammps_prior_file) the rows target labels minus the
+    prior (evaluated through LAMMPS once per configuration) and every version carries the prior."""
 
     def __init__(self, spec: BasisSpec, fit_cfg, store, versions: VersionStore, initial=()):
         self.spec, self.cfg, self.store, self.versions = spec, fit_cfg, store, versions
         self.weights = Weights(*fit_cfg.weights)
-        self.design = DesignSet(spec, self.weights)
+        self.prior = prior_from_config(fit_cfg)
+        self._check_published_prior()
+        self.design = DesignSet(spec, self.weights, self.prior)
         for atoms in initial:
             self.design.add(atoms)
         self.n_initial = len(initial)
         self.last_row = 0  # highest store row id already in the design
+
+    def _check_published_prior(self):
+        """The versions walkers run (initial_params, earlier runs) must have the configured prior: the
+        decks' pair style is that prior, and `fix pylal` will not swap to a version with another."""
+        latest = self.versions.latest()
+        if latest is None:
+            return
+        published = Parameters.load(self.versions.path(latest)).lammps_prior
+        if published != self.prior:
+            from pylal.server.config import ConfigError
+
+            have = published.to_dict() if published is not None else None
+            want = self.prior.to_dict() if self.prior is not None else None
+            raise ConfigError(f"[fit] lammps_prior: the published version {latest} has the LAMMPS prior {have}, "
+                              f"the configuration {want}; set [fit] lammps_prior / lammps_prior_file to the "
+                              f"prior of initial_params (`pylal prior show PARAMS`) or start a new run folder")
 
     def update_design(self) -> int:
         """Add labelled rows not yet in the design; returns how many were added."""
@@ -154,7 +190,7 @@ class Refitter:
         self.update_design()
         latest = self.versions.latest() or 0
         params = fit_design(self.spec, *self.design.arrays(), self.weights, self.cfg.method, self.cfg.n_members,
-                            seed=self.cfg.seed + latest + 1, version=latest + 1)
+                            seed=self.cfg.seed + latest + 1, version=latest + 1, prior=self.prior)
         params.hyper["n_configs"] = len(self.design)
         params.hyper["last_row"] = self.last_row
         return self.versions.publish(params, n_configs=len(self.design), last_row=self.last_row)
