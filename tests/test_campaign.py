@@ -68,13 +68,13 @@ n_members = 8
 [initial]
 repeat = [1, 1, 1]
 n_configs = 3
-rattle = 0.1
+rattle = 0.02                  # near-perfect cells only: MD at 2000 K leaves the data and flags
 [[walkers]]
 name = "hot"
-temperature = 1200.0
+temperature = 2000.0
 [hal]
 tau_rel = 0.1
-f_tol = 0.1
+f_tol = 0.05
 check_every = 5
 wait_timeout = 120.0
 [termination]
@@ -116,7 +116,9 @@ def test_small_campaign_end_to_end(tmp_path):
     trace = read_trace(run / "walkers" / "hot" / "trace.csv")
     versions = [r["version"] for r in trace]
     assert versions == sorted(versions)
-    assert summarize(trace, versions[-1]).quiet_steps >= 200
+    end = record["termination"]
+    before = [r for r in trace if r["wall_time"] <= end["at"]]
+    assert summarize(before, end["newest_version"]).quiet_steps >= 200
     # every label came from a flag of this walker (a flag may also be a duplicate of a labelled one)
     assert 1 <= final["n_labels"] + final["n_failed"] <= sum(r["flagged"] for r in trace)
     assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3

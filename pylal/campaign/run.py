@@ -296,10 +296,11 @@ class Campaign:
             self.start_walkers()
             self.save_record()
             reason = self.monitor()
+            self.record["termination"]["at"] = time.time()
             self.say(f"termination: {reason}")
             self.stop_walkers()
             self.server.wake_refit.set()
-            self.record["termination"]["reason"] = reason
+            self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest())
             params = self.final_fit(holdout)
             self.stop_server()
             fin = self.record["final"]

@@ -3,6 +3,8 @@
 The deck gets these variables (inputs/si/in.walker shows how to use them):
   params   starting parameter file (RUN/current.npz)      elements  element of each atom type
   data     start structure (LAMMPS data file)             rcut      model cutoff, for pair_style zero
+  pair     file with the pair_style / pair_coeff lines: `zero rcut`, or hybrid/overlay with the
+           parameter file's LAMMPS prior (pylal.prior, docs/prior.md); the deck does `include ${pair}`
   temp     temperature (K)       press  pressure (bar, < 0: NVT)      steps  longest run
   seed     random seed           hal    `fix pylal` keywords incl. server, walker, trace, stop_file
 plus the walker's own [[walkers]] variables.
@@ -38,6 +40,18 @@ def executable(name: str) -> str:
     return found
 
 
+def pair_lines(params_path: Path, species: list, r_cut: float) -> list[str]:
+    """The deck's pair style: the parameter file's LAMMPS prior + `zero`, or `zero` alone."""
+    from pylal.model.params import Parameters
+
+    prior = getattr(Parameters.load(params_path), "lammps_prior", None)
+    if prior is None:
+        return [f"pair_style zero {r_cut:g}", "pair_coeff * *"]
+    from pylal.prior.commands import lammps_commands
+
+    return lammps_commands(prior, species, r_cut)
+
+
 def write_start_structure(atoms, path: Path, species: list):
     write(path, atoms, format="lammps-data", specorder=list(species), masses=True, atom_style="atomic")
 
@@ -57,6 +71,7 @@ class Walker:
         self.r_cut = r_cut
         atoms = read(cfg.structure) if cfg.structure else start_atoms
         write_start_structure(atoms, self.dir / "start.data", self.species)
+        (self.dir / "pair.in").write_text("\n".join(pair_lines(params_path, self.species, r_cut)) + "\n")
         self.proc: subprocess.Popen | None = None
         self.seed = cfg.seed
         self.restarts = 0
@@ -67,7 +82,7 @@ class Walker:
     def command(self) -> list[str]:
         fix = (f"{self.hal.fix_keywords(self.cfg.hal)} server {self.run_dir} walker {self.cfg.name} seed {self.seed} "
                f"on_flag wait trace {self.trace} stop_file {self.stop_file} flag_dir flags watch none")
-        variables = dict(params=self.params_path, elements=" ".join(self.species), data="start.data",
+        variables = dict(params=self.params_path, elements=" ".join(self.species), data="start.data", pair="pair.in",
                          rcut=f"{self.r_cut:g}", temp=f"{self.cfg.temperature:g}", press=f"{self.cfg.pressure:g}",
                          steps=self.cfg.steps, seed=self.seed, hal=fix, **self.cfg.variables)
         cmd = [executable("mpirun"), "-np", str(self.cfg.ranks), executable("lmp"), "-in", self.cfg.deck,

@@ -384,11 +384,19 @@ class Engine:
         """on_flag wait: hold MD until the server publishes a version newer than the running one."""
         new, path, why = None, None, None
         if self.client is not None:
-            new = self.client.wait_for_version(self.params.version + 1, self.settings.wait_timeout, self.last_flag_id)
+            end = time.monotonic() + self.settings.wait_timeout
+            why = f"no new parameters within {self.settings.wait_timeout:g} s"
+            while new is None and time.monotonic() < end:  # in slices, to notice a stop file
+                new = self.client.wait_for_version(self.params.version + 1, min(1.0, end - time.monotonic()),
+                                                   self.last_flag_id)
+                status = self.client.ack_status.get(self.last_flag_id)
+                if status in ("duplicate", "rejected"):
+                    why = f"the server acknowledged the flag as '{status}'"
+                    break
+                if self.settings.stop_file is not None and os.path.exists(self.settings.stop_file):
+                    why = f"stop file {self.settings.stop_file} exists"
+                    break
             path = self.client.params_path
-            status = self.client.ack_status.get(self.last_flag_id)
-            why = (f"the server acknowledged the flag as '{status}'" if status in ("duplicate", "rejected")
-                   else f"no new parameters within {self.settings.wait_timeout:g} s")
         new, path = self._bcast((new, path))
         if new is None:
             self.log(f"step {step}: {why}; continuing")
