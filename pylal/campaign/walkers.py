@@ -71,6 +71,7 @@ class Walker:
         self.r_cut = r_cut
         atoms = read(cfg.structure) if cfg.structure else start_atoms
         write_start_structure(atoms, self.dir / "start.data", self.species)
+        self.n_atoms = len(atoms)
         (self.dir / "pair.in").write_text("\n".join(pair_lines(params_path, self.species, r_cut)) + "\n")
         self.proc: subprocess.Popen | None = None
         self.seed = cfg.seed

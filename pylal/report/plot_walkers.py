@@ -1,8 +1,9 @@
 """Per-walker traces from walkers/<name>/trace.csv: the uncertainty criteria (HAL Fig. 3 style)
 and the bias strength tau.
 
-Uncertainty figure, against MD step: top max_i f_i (HAL eqs. 6-7) with f_tol, bottom the softmax
-score (eq. 8) with s_tol; check steps that raised a flag are red crosses; a parameter-version
+Uncertainty figure, against MD step: top max_i f_i (HAL eqs. 6-7) with f_tol, then the softmax
+score (eq. 8) with s_tol, then the committee energy sigma (eq. 5) per atom with sigma_tol (per atom
+when tolerance.json gives n_atoms, else the total in eV); check steps that raised a flag are red crosses; a parameter-version
 change (the `version` column changes) is a grey dotted line. A walker that was restarted appends
 to the same trace with its step counter starting again: each such segment is drawn after the
 previous one (x = MD steps summed over the segments) and the restart marked by a solid line."""
@@ -53,16 +54,20 @@ def plot_uncertainty(walker, path):
     flagged = t["flagged"] == 1
     tol = walker.tolerance or {}
     changes = version_changes(t, step)
-    fig, axes = new_figure(2, 1, size=(9.0, 5.2), sharex=True)
-    for ax, key, tol_key, ylabel in ((axes[0, 0], "f_max", "f_tol", "max$_i$ $f_i$ (eq. 7)"),
-                                     (axes[1, 0], "softmax", "s_tol", "softmax score (eq. 8)")):
-        y = t[key]
+    n_atoms = tol.get("n_atoms")
+    sigma = t["sigma"] / n_atoms if n_atoms else t["sigma"]
+    fig, axes = new_figure(3, 1, size=(9.0, 7.2), sharex=True)
+    for ax, y, key, tol_key, ylabel in (
+            (axes[0, 0], t["f_max"], "f_max", "f_tol", "max$_i$ $f_i$ (eq. 7)"),
+            (axes[1, 0], t["softmax"], "softmax", "s_tol", "softmax score (eq. 8)"),
+            (axes[2, 0], sigma, "sigma", "sigma_tol" if n_atoms else None,
+             "sigma / atom (eV)" if n_atoms else "sigma (eV)")):
         ax.plot(*_broken(step, y, restarts), "-", color="C0", lw=0.8, label=key)
         if flagged.any():
             ax.plot(step[flagged], y[flagged], "x", color="C3", ms=7, mew=1.5,
                     label=f"flag ({int(flagged.sum())})")
         values = list(y)
-        if tol.get(tol_key) is not None:
+        if tol_key is not None and tol.get(tol_key) is not None:
             ax.axhline(tol[tol_key], color="C3", ls="--", lw=1.2, label=f"{tol_key} = {tol[tol_key]:g}")
             values.append(tol[tol_key])
         if log_helps(values, 10.0):
@@ -77,7 +82,7 @@ def plot_uncertainty(walker, path):
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[1, 0].set_xlabel(_xlabel(restarts))
+    axes[2, 0].set_xlabel(_xlabel(restarts))
     info = walker.info
     where = ", ".join(x for x in (f"{info['temperature']:g} K" if finite(info.get("temperature")) else "",
                                   f"{info['pressure']:g} bar" if finite(info.get("pressure")) else "",
