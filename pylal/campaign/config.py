@@ -2,11 +2,13 @@
 
 The server sections ([reference], [executor], [fit], [refit]) are the refit server's own
 (pylal/server/config.py, docs/server.md) and are checked by it. The campaign adds:
-  [initial]      the starting data set (a file, or rattled copies of an ASE bulk crystal)
+  [initial]      the starting data set (a file, or rattled copies of an ASE bulk crystal, randomly
+                 substituted for an alloy: `substitute = {Cu = 0.2}`, pylal/campaign/cells.py)
   [[walkers]]    one LAMMPS run each: deck, temperature, pressure, ranks, steps, seed
   [hal]          `fix pylal` keywords common to every walker (tau_rel, f_tol, check_every, ...)
   [termination]  no flag for quiet_steps at every walker (HAL: "stable for 5000 steps"), caps
-  [holdout]      held-out reference MD that judges the potential (never trained on)
+  [holdout]      held-out reference MD that judges the potential (never trained on); one run per
+                 temperature, NVT or (pressure >= 0) with a barostat
   [final]        the fit after data generation (ARD, as HAL does)
   [validate]     properties against the reference (pylal/validate)
 Relative paths are relative to the config file's folder, except `run_dir` given on the command line.
@@ -31,6 +33,9 @@ class InitialConfig:
     n_configs: int = 5  # rattled copies of the bulk cell
     rattle: float = 0.1  # A, standard deviation of the random displacements
     seed: int = 0
+    # alloy: {element = fraction} of the bulk cell's sites replaced at random (pylal/campaign/cells.py),
+    # another arrangement for every initial configuration, walker and held-out run; {} = the plain crystal
+    substitute: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -85,6 +90,9 @@ class HoldoutConfig:
     stride: int = 50  # steps between snapshots (after 200 equilibration steps, 2 fs)
     seed: int = 1234
     headline: str = "holdout_force_rmse"  # name on the campaign's last output line (`make demo`: demo_force_rmse)
+    temperatures: list = dataclasses.field(default_factory=list)  # several runs, n_configs each; [] = [temperature]
+    pressure: float = -1.0  # bar; < 0: NVT; >= 0: Langevin + isotropic barostat (each phase at its own density)
+    equilibrate: int = 200  # steps before the first snapshot (a liquid needs longer to melt)
 
 
 @dataclasses.dataclass
@@ -169,12 +177,26 @@ class CampaignConfig:
         initial = _build(InitialConfig, raw.get("initial", {}), "initial")
         if initial.file:
             initial.file = str((base / initial.file).resolve())
+        _check_substitute(initial.substitute, list(server.fit.species))
+        holdout = _build(HoldoutConfig, raw.get("holdout", {}), "holdout")
+        if not all(isinstance(t, (int, float)) and t > 0 for t in holdout.temperatures):
+            raise ConfigError(f"[holdout] temperatures = {holdout.temperatures!r}: expected a list of positive numbers (K)")
         final = _build(FinalConfig, raw.get("final", {}), "final")
         if final.method not in ("brr", "ard"):
             raise ConfigError(f"[final] method = {final.method!r}: expected 'ard' or 'brr'")
         return cls(server=server, initial=initial, walkers=walkers,
                    hal=hal,
                    termination=_build(TerminationConfig, raw.get("termination", {}), "termination"),
-                   holdout=_build(HoldoutConfig, raw.get("holdout", {}), "holdout"),
+                   holdout=holdout,
                    final=final, validate=_build(ValidateConfig, raw.get("validate", {}), "validate"),
                    base=base, raw=raw)
+
+
+def _check_substitute(substitute: dict, species: list):
+    """[initial] substitute = {Cu = 0.2}: elements of [fit] species, fractions in [0, 1] summing to <= 1."""
+    unknown = sorted(set(substitute) - set(species))
+    if unknown:
+        raise ConfigError(f"[initial] substitute: element(s) {unknown} not in [fit] species {species}")
+    bad = {k: v for k, v in substitute.items() if not isinstance(v, (int, float)) or not 0 <= v <= 1}
+    if bad or sum(substitute.values()) > 1:
+        raise ConfigError(f"[initial] substitute = {substitute}: fractions must be numbers in [0, 1] summing to <= 1")

@@ -21,9 +21,9 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from ase.build import bulk
 from ase.io import read, write
 
+from pylal.campaign.cells import campaign_cell, reference_md
 from pylal.campaign.config import CampaignConfig
 from pylal.campaign.trace import read_trace, summarize
 from pylal.campaign.walkers import Walker
@@ -66,9 +66,10 @@ class Campaign:
             self.reference = make_calculator(ref.calculator, **ref.options)
         return self.reference
 
-    def bulk_cell(self):
+    def bulk_cell(self, seed: int = 0):
+        """The [initial] bulk cell; with [initial] substitute a random alloy arrangement per seed."""
         init = self.cfg.initial
-        return bulk(**init.bulk).repeat(tuple(init.repeat))
+        return campaign_cell(init.bulk, init.repeat, init.substitute, seed)
 
     # ---- 1: data --------------------------------------------------------------------------------
     def initial_data(self) -> list:
@@ -83,7 +84,7 @@ class Campaign:
         else:
             configs = []
             for i in range(init.n_configs):
-                atoms = self.bulk_cell()
+                atoms = self.bulk_cell(init.seed + i)
                 atoms.rattle(init.rattle, seed=init.seed + i)
                 configs.append(atoms)
         labelled = []
@@ -100,14 +101,19 @@ class Campaign:
         return labelled
 
     def holdout(self) -> list:
-        from pylal.sampling import oracle_md
-
+        """Reference MD at each held-out temperature (n_configs snapshots each), NVT or, with
+        [holdout] pressure >= 0, with a barostat; an alloy cell gets its own arrangement per run."""
         path = self.run / "holdout.xyz"
         if path.exists():
             return read(path, index=":")
         h = self.cfg.holdout
-        frames = oracle_md(self.bulk_cell(), self.reference_calculator(), h.temperature, h.n_configs,
-                           stride=h.stride, seed=h.seed)
+        frames = []
+        for k, temperature in enumerate(h.temperatures or [h.temperature]):
+            run = reference_md(self.bulk_cell(h.seed + k), self.reference_calculator(), temperature, h.n_configs,
+                               stride=h.stride, seed=h.seed + k, equilibrate=h.equilibrate, pressure=h.pressure)
+            for atoms in run:
+                atoms.info["holdout_temperature"] = float(temperature)
+            frames += run
         write(path, frames)
         return frames
 
@@ -139,12 +145,13 @@ class Campaign:
     def start_walkers(self):
         params = self.run / "current.npz"
         r_cut = self.server.spec.r_cut
-        for w in self.cfg.walkers:
-            walker = Walker(w, self.cfg, params, self.bulk_cell(), r_cut)
+        for k, w in enumerate(self.cfg.walkers):
+            walker = Walker(w, self.cfg, params, self.bulk_cell(self.cfg.initial.seed + 1000 + k), r_cut)
             walker.start()
             self.walkers.append(walker)
             (walker.dir / "tolerance.json").write_text(json.dumps(dict(f_tol=w.hal.get("f_tol", self.cfg.hal.f_tol),
-                                                                          s_tol=None, sigma_tol=w.hal.get("sigma_tol", self.cfg.hal.sigma_tol))))
+                                                                          s_tol=None, sigma_tol=w.hal.get("sigma_tol", self.cfg.hal.sigma_tol) or None,
+                                                                          n_atoms=walker.n_atoms)))
             self.say(f"walker {w.name}: {w.temperature:g} K, {w.ranks} rank(s), deck {w.deck}")
 
     def status_line(self, summaries) -> str:
@@ -290,7 +297,8 @@ class Campaign:
             self.say(f"initial set: {len(initial)} labelled configurations ({self.run / 'initial.xyz'})")
             holdout = self.holdout()
             h = self.cfg.holdout
-            self.say(f"held-out set: {len(holdout)} snapshots of reference MD at {h.temperature:g} K "
+            temperatures = ", ".join(f"{t:g}" for t in h.temperatures or [h.temperature])
+            self.say(f"held-out set: {len(holdout)} snapshots of reference MD at {temperatures} K "
                      f"({self.run / 'holdout.xyz'}, never trained on)")
             self.start_server()
             self.start_walkers()
