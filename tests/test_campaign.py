@@ -1,13 +1,13 @@
 """pylal campaign: configuration errors, the termination rule on traces, and one small campaign end to end
 (refit server + a LAMMPS walker under mpirun + final ARD fit)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from lammps_util import env as lammps_env
 
 from pylal.campaign.config import CampaignConfig
 from pylal.campaign.trace import read_trace, summarize
@@ -95,7 +95,7 @@ def test_small_campaign_end_to_end(tmp_path):
     (tmp_path / "in.walker").write_text(DECK.read_text())
     config = write_toml(tmp_path / "campaign.toml", CAMPAIGN)
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = lammps_env()  # the installed pylal (with the plugin), not the source tree on PYTHONPATH
     proc = subprocess.run([sys.executable, "-m", "pylal.cli", "campaign", str(config), "--run-dir", str(run)],
                           capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     out = proc.stdout + proc.stderr

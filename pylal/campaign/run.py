@@ -15,6 +15,8 @@ labelled data stay in RUN/store.db and every version in RUN/versions/.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import traceback
@@ -180,6 +182,11 @@ class Campaign:
                 code = walker.poll()
                 if code not in (None, 0) and walker.ended and walker.restarts < t.max_restarts:
                     tail = walker.log_tail()
+                    if "Unrecognized fix style 'pylal'" in tail:
+                        raise RuntimeError(
+                            f"walker {walker.cfg.name}: this lmp does not load the pylal plugin. Is pylal installed "
+                            f"(pip install .) in {Path(sys.executable).parent.parent}, and not shadowed by a source "
+                            f"tree on PYTHONPATH ({os.environ.get('PYTHONPATH', '')!r})? (docs/fix_pylal.md, Loading)")
                     why = (" (the potential is not yet stable there: atoms flew apart)" if "Lost atoms" in tail
                            else "")
                     self.say(f"walker {walker.cfg.name} exited with code {code}{why}; its flags are kept; log tail:\n"
