@@ -229,7 +229,7 @@ class Campaign:
         version = (self.server.versions.latest() or 0) + 1
         f = self.cfg.final
         params = fit_design(refitter.spec, *refitter.design.arrays(), refitter.weights, f.method, f.n_members,
-                            seed=self.cfg.server.fit.seed + version, version=version)
+                            seed=self.cfg.server.fit.seed + version, version=version, prior=refitter.prior)
         params.hyper["n_configs"] = len(refitter.design)
         params.hyper["final_fit"] = f.method
         out = self.run / "final"
