@@ -314,10 +314,10 @@ class Campaign:
             self.record["termination"]["at"] = time.time()
             self.say(f"termination: {reason}")
             self.stop_walkers()
-            self.server.wake_refit.set()
+            # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
+            self.stop_server()
             self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest())
             params = self.final_fit(holdout)
-            self.stop_server()
             fin = self.record["final"]
             self.say(f"final {fin['method']} fit on {fin['n_configs']} configurations: held-out force RMSE "
                      f"{fin['holdout_force_rmse']:.4f} eV/A, energy RMSE {fin['holdout_energy_rmse'] * 1000:.2f} meV/atom")
