@@ -60,7 +60,8 @@ def softmax_score(f, reduce_sum=_identity, reduce_max=_identity):
 def triggered(s: float, f_max: float, s_tol: float | None = 0.5, f_tol: float | None = None,
               sigma_per_atom: float | None = None, sigma_tol: float | None = None) -> bool:
     """Stopping criterion: softmax s > s_tol (eq. 8) and/or max f_i > f_tol (eq. 7), and/or
-    (pylal's addition) sigma~ / N > sigma_tol (eV/atom, absolute energy uncertainty, eq. 5).
+    (pylal's addition) sigma / N > sigma_tol (eV/atom): the committee's energy spread (eq. 5 without
+    the noise term 1/lambda, which more data do not reduce) per atom.
     f_i is relative: where forces are large (a liquid) the committee's force spread can stay below
     f_tol while sigma~ is 100x its value in the training region; sigma_tol catches that."""
     return bool((s_tol is not None and s > s_tol) or (f_tol is not None and f_max > f_tol)

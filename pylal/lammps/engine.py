@@ -343,8 +343,10 @@ class Engine:
                 _view(peratom, np.float64, (n, 3))[:] = np.column_stack([f_i, p["atom_sigma"][:n], bias_norm])
             cooled = self.last_flag_step is None or step - self.last_flag_step >= s.cooldown
             sigma_per_atom = None
-            if s.sigma_tol is not None:
-                sigma_per_atom = p["sigma"] / float(self._sum(np.array(float(n))))
+            if s.sigma_tol is not None:  # the committee's spread: sigma~ (eq. 5) without the noise 1/lambda,
+                # which more data does not reduce (it grows when hard configurations enter the fit)
+                spread2 = p["sigma"] ** 2 - 1.0 / float(self.params.noise_precision)
+                sigma_per_atom = np.sqrt(max(spread2, 0.0)) / float(self._sum(np.array(float(n))))
             flagged = hal.triggered(self.softmax, self.f_max, s.s_tol, s.f_tol, sigma_per_atom, s.sigma_tol) and cooled
             if flagged:
                 self._write_flag(p, f_i, bias_norm)

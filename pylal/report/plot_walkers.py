@@ -61,7 +61,7 @@ def plot_uncertainty(walker, path):
             (axes[0, 0], t["f_max"], "f_max", "f_tol", "max$_i$ $f_i$ (eq. 7)"),
             (axes[1, 0], t["softmax"], "softmax", "s_tol", "softmax score (eq. 8)"),
             (axes[2, 0], sigma, "sigma", "sigma_tol" if n_atoms else None,
-             "sigma / atom (eV)" if n_atoms else "sigma (eV)")):
+             "sigma~ / atom (eV, eq. 5)" if n_atoms else "sigma~ (eV, eq. 5)")):
         ax.plot(*_broken(step, y, restarts), "-", color="C0", lw=0.8, label=key)
         if flagged.any():
             ax.plot(step[flagged], y[flagged], "x", color="C3", ms=7, mew=1.5,
