@@ -191,11 +191,24 @@ def collect(run: Path, arm: str, seed: int) -> dict:
         distances = [min_distance(r.toatoms()) for r in store.rows() if r.get("status") in ("labeled", "failed")]
         row["d_min"] = min(distances) if distances else None
         row["errors"] = [e["error"] for e in store.recent_errors(3)]
+    # a campaign that failed after its walkers (e.g. in the final fit) has no final counts: from the folder
+    if row["calls"] is None and row["labels"] is not None:
+        n_initial = fin.get("initial_reference_calls", 0)
+        row["calls"] = n_initial + row["labels"] + (row["failed"] or 0)
+    if row["versions"] is None and (run / "versions").is_dir():
+        row["versions"] = len(list((run / "versions").glob("*.npz")))
+    if row["wall"] is None and rec.get("finished") and rec.get("started"):
+        row["wall"] = rec["finished"] - rec["started"]
+    row["error"] = rec.get("error")
     return row
 
 
 def fmt(v, spec="", none="-"):
     return none if v is None else format(v, spec)
+
+
+def mev(x):
+    return None if x is None else 1e3 * x
 
 
 def table(rows, log):
@@ -204,8 +217,7 @@ def table(rows, log):
     for r in rows:
         log(f"{r['arm']:>6} {r['seed']:>4} {r['status']:>11} {fmt(r['labels']):>6} {fmt(r['failed']):>6} "
             f"{fmt(r['calls']):>5} {fmt(r['versions']):>4} {fmt(r['restarts']):>8} {fmt(r['d_min'], '.2f'):>7} "
-            f"{fmt(None if r['rmse'] is None else 1e3 * r['rmse'], '.1f'):>10} "
-            f"{fmt(None if r['rmse_brr'] is None else 1e3 * r['rmse_brr'], '.1f'):>8} {fmt(r['wall'], '.0f'):>7}")
+            f"{fmt(mev(r['rmse']), '.1f'):>10} {fmt(mev(r['rmse_brr']), '.1f'):>8} {fmt(r['wall'], '.0f'):>7}")
     means = {}
     for arm in ARMS:
         sel = [r for r in rows if r["arm"] == arm and r["labels"] is not None]
@@ -219,8 +231,9 @@ def table(rows, log):
         m["d_min"] = min((r["d_min"] for r in sel if r["d_min"] is not None), default=None)
         means[arm] = m
         log(f"{arm:>6} {'mean':>4} {str(m['converged']) + '/' + str(m['n']) + ' done':>11} {m['labels']:6.1f} "
-            f"{m['failed']:6.1f} {m['calls']:5.1f} {m['versions']:4.1f} {m['restarts']:8.1f} "
-            f"{fmt(m['d_min'], '.2f'):>7} {1e3 * m['rmse']:10.1f} {1e3 * m['rmse_brr']:8.1f} {m['wall']:7.0f}")
+            f"{fmt(m['failed'], '6.1f')} {fmt(m['calls'], '5.1f')} {fmt(m['versions'], '4.1f')} {m['restarts']:8.1f} "
+            f"{fmt(m['d_min'], '.2f'):>7} {fmt(mev(m['rmse']), '.1f'):>10} {fmt(mev(m['rmse_brr']), '.1f'):>8} "
+            f"{fmt(m['wall'], '.0f'):>7}")
     return means
 
 
@@ -236,6 +249,8 @@ def main():
     ap.add_argument("--prior-cutoff", type=float, default=3.8, help="Morse cutoff, A (3.8 = the model's r_cut)")
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
     ap.add_argument("--jobs", type=int, default=1, help="campaigns run at the same time (1)")
+    ap.add_argument("--only", nargs="*", metavar="ARM_sSEED",
+                    help="(re)run only these run folders, e.g. morse_s1; tabulate the others as they are")
     ap.add_argument("--collect-only", action="store_true", help="tabulate the run folders already in --runs")
     args = ap.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 3)
@@ -258,7 +273,7 @@ def main():
     def one(job):
         seed, arm = job
         name = f"{arm}_s{seed}"
-        if not args.collect_only:
+        if not args.collect_only and (args.only is None or name in args.only):
             run_one(runs, name, campaign_config(base, base_path.parent, arm, seed, prior_file, args), args, log)
         return runs / name
 
@@ -277,6 +292,8 @@ def main():
         if r.get("prior_reattached"):
             log(f"{r['arm']} seed {r['seed']}: final/params.npz has no LAMMPS prior although the fit was on "
                 f"prior-subtracted labels; RMSE taken with the prior re-attached")
+        if r.get("error"):
+            log(f"{r['arm']} seed {r['seed']}: the campaign failed after its walkers: {r['error'][:200]}")
         if r["status"] not in ("done",):
             log(f"{r['arm']} seed {r['seed']}: status {r['status']} ({r['reason']}): labels are a lower bound")
     json.dump(dict(rows=rows, means=means, args=vars(args)), open(runs / "summary.json", "w"), indent=1, default=str)
