@@ -46,7 +46,7 @@ def test_fit_to_50_oracle_configs_reaches_force_rmse(sw):
 def test_ase_hal_loop_labels_refits_and_stops(tmp_path, sw):
     initial = [label(diamond_si(2, rattle=0.05, seed=s), sw).atoms for s in range(2)]
     held_out = oracle_md(diamond_si(2), sw, 1000, 3, stride=40, seed=7)
-    settings = LoopSettings(temperature=1200, stable_steps=300, max_labels=6, check_every=5, f_tol=0.15)
+    settings = LoopSettings(temperature=1200, stable_steps=300, max_labels=6, check_every=5, f_tol=0.02)
     summary = hal_loop(SPEC, sw, initial, diamond_si(2), held_out, settings, tmp_path, log=lambda s: None)
     assert summary["labels"] > 2  # the loop flagged and labelled something
     assert summary["versions"] == summary["labels"] - 2 + summary["failed"] + 1
