@@ -4,7 +4,8 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from pylal.calculator import PylalCalculator
-from pylal.fit.bayes import bayesian_fit, fit_parameters, sample_committee
+from pylal.fit.bayes import bayesian_fit, sample_committee
+from pylal.fit.committee import fit_parameters
 from pylal.fit.design import Weights, build_design
 from pylal.model.basis import BasisSpec
 from pylal.model.params import ParameterFileError, Parameters

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import random_parameters
 from lammps_util import ROOT, run_lmp, thermo
-from pylal.fit.bayes import fit_parameters
+from pylal.fit.committee import fit_parameters
 from pylal.model.basis import BasisSpec
 from pylal.reference import make_calculator
 from pylal.sampling import diamond_si, oracle_md

@@ -20,7 +20,7 @@ from conftest import random_parameters
 from lammps_util import NKTV2P, read_dump, run_lmp, thermo, write_data
 from pylal.calculator import PylalCalculator
 from pylal.cli import main as cli
-from pylal.fit.bayes import fit_parameters
+from pylal.fit.committee import fit_parameters
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 from pylal.prior import LammpsPrior, lammps_commands

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase.io import read, write
 
-from pylal.fit.bayes import fit_parameters
+from pylal.fit.committee import fit_parameters
 from pylal.fit.design import Weights, configuration_blocks
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters

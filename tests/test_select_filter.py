@@ -7,7 +7,7 @@ from ase.io import read, write
 
 from pylal.calculator import PylalCalculator
 from pylal.cli import main
-from pylal.fit.bayes import fit_parameters
+from pylal.fit.committee import fit_parameters
 from pylal.fit.design import configuration_blocks
 from pylal.model.basis import BasisSpec
 from pylal.reference import label, make_calculator

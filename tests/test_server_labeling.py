@@ -11,7 +11,7 @@ from ase.io import read
 sys.path.insert(0, str(Path(__file__).parent / "server"))
 from helpers import HERE, ROOT, ThreadServer, si_cell, wait_until, write_config  # noqa: E402
 
-from pylal.fit.bayes import fit_parameters  # noqa: E402
+from pylal.fit.committee import fit_parameters  # noqa: E402
 from pylal.fit.design import Weights  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
 from pylal.server.client import Client  # noqa: E402

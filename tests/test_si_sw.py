@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pylal.calculator import PylalCalculator
-from pylal.fit.bayes import fit_parameters
+from pylal.fit.committee import fit_parameters
 from pylal.hal.ase_loop import LoopSettings, force_rmse, hal_loop
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters

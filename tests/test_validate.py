@@ -111,7 +111,7 @@ def test_fitted_model_table_end_to_end(sw, sw_quick, tmp_path):
     """A small committee fitted to 12 SW snapshots (crystal at 1500 K, melt at 4000 K): every row
     computed, the crystal within 1% (a0) / 25% (B, C_ij) and a melted g(r) close to SW's (RMS < 0.3;
     SW's crystal vs liquid g(r) differ by ~1). `pylal validate` gives the same crystal rows."""
-    from pylal.fit.bayes import fit_parameters
+    from pylal.fit.committee import fit_parameters
     from pylal.model.basis import BasisSpec
     from pylal.sampling import diamond_si, oracle_md
     from pylal.validate.command import add_parser

@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 
+from pylal.fit.bayes import Factor
 from pylal.model.basis import BasisSpec
 from pylal.model.committee import CommitteeModel
 from pylal.model.neighbors import ase_pairs
@@ -104,25 +105,44 @@ def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights(), pri
 
 
 class DesignSet:
-    """Design rows accumulated configuration by configuration (each basis evaluation done once)."""
+    """Design rows accumulated configuration by configuration (each basis evaluation done once).
+    Configurations are dealt round-robin into `n_folds` folds, each with its own R factor
+    (pylal.fit.bayes.Factor), so a fit and its cross-validation never refactor all rows."""
 
-    def __init__(self, spec: BasisSpec, weights: Weights = Weights(), prior=None):
+    def __init__(self, spec: BasisSpec, weights: Weights = Weights(), prior=None, n_folds: int = 5):
         """prior: a LammpsPrior subtracted from every configuration's labels (None: none)."""
         self.spec, self.weights = spec, weights
         self.prior = prior if prior is None or not hasattr(prior, "evaluate") else prior.prior
         self._evaluator = prior_evaluator(spec, prior)
         self.blocks: list = []
+        self.folds = [Factor(spec.size) for _ in range(n_folds)]
 
     def add(self, atoms):
-        self.blocks.append(configuration_rows(self.spec, atoms, self.weights, self._evaluator))
+        self.add_block(*configuration_rows(self.spec, atoms, self.weights, self._evaluator))
+
+    def add_block(self, rows, y, kinds):
+        self.folds[len(self.blocks) % len(self.folds)].add(rows, y)
+        self.blocks.append((rows, y, kinds))
 
     def __len__(self):
         return len(self.blocks)
 
-    def arrays(self):
-        if not self.blocks:
+    def fold_of(self, i: int) -> int:
+        return i % len(self.folds)
+
+    def factor(self, leave_out: int | None = None) -> Factor:
+        """R factor of all rows, or of all rows outside fold `leave_out`."""
+        used = [f for k, f in enumerate(self.folds) if k != leave_out and f.n_rows]
+        if not used:
             raise ValueError("no labelled configurations to fit")
-        psi, y, kinds = zip(*self.blocks)
+        return Factor.combine(used)
+
+    def arrays(self, indices=None):
+        """Rows, targets, kinds of all configurations (or of `indices`)."""
+        blocks = self.blocks if indices is None else [self.blocks[i] for i in indices]
+        if not blocks:
+            raise ValueError("no labelled configurations to fit")
+        psi, y, kinds = zip(*blocks)
         return np.concatenate(psi), np.concatenate(y), np.concatenate(kinds)
 
 

@@ -131,3 +131,19 @@ def power_spectrum(spec: BasisSpec, density):
         p_l = jnp.einsum("icm,idm->icd", a_l, a_l)
         blocks.append(p_l[:, iu, ju])
     return jnp.concatenate(blocks, axis=1)
+
+
+def basis_degrees(spec: BasisSpec) -> np.ndarray:
+    """Polynomial degree of every coefficient (D,), in the order of `power_spectrum` per centre
+    species: constant 0, pair channel (z, n) n + 1, 3-body (c1, c2, l) n1 + n2 + 2 + l (n: Chebyshev
+    order). The fit's smoothness prior (pylal.fit.bayes) grows with it."""
+    n = np.tile(np.arange(spec.n_max), spec.n_species)  # radial order of each channel
+    iu, ju = _triu(spec.n_channels)
+    blocks = [np.zeros(1), n + 1.0]
+    blocks += [n[iu] + n[ju] + 2.0 + l for l in range(spec.l_max + 1)]
+    return np.tile(np.concatenate(blocks), spec.n_species)
+
+
+def constant_columns(spec: BasisSpec) -> np.ndarray:
+    """Index of the constant feature (number of atoms of the species) in each species block."""
+    return np.arange(spec.n_species) * spec.n_per_species

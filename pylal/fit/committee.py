@@ -1,0 +1,138 @@
+"""The one fit entry point: labelled design rows -> calibrated committee -> Parameters.
+
+Used by the refit server, the campaign's final fit, the ASE loop and `pylal fit`:
+1. per-species reference energies c0 (constant features) by least squares of the energies per
+   atom on the composition;
+2. the Bayesian posterior N(c_bar, Sigma) (pylal.fit.bayes: BRR with a smoothness prior, or ARD);
+3. calibration (science.md sec. 5): the posterior spread measures the noise of near-exact labels,
+   not the error of a model that cannot represent them (misspecification), so it is 3-10x too
+   narrow. K-fold cross-validation by configuration gives, for every left-out force component,
+   z = (F_pred - F_ref) / s with s the posterior std of that component; the committee is drawn
+   from N(c_bar, kappa^2 Sigma) with kappa = rms(z) (`calibrate = "cv"`), so that its spread
+   matches the errors it makes on configurations it was not fitted to;
+4. K committee members c^k and the sanity record (cross-validation errors) that decides whether
+   a version may be published (pylal.fit.checks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from pylal.fit.bayes import Posterior, ard_fit, evidence_fit, sample_from_root
+from pylal.fit.design import DesignSet, Weights
+from pylal.fit.holdout import calibration_stats
+from pylal.model.basis import BasisSpec, basis_degrees, constant_columns
+from pylal.model.params import Parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """Fit keywords (docs/keywords.md): method 'brr' or 'ard'; smoothness: candidate exponents p of
+    the prior precision (1 + degree)^p, the evidence picks one; calibrate 'cv' or 'none';
+    cv_rows: force components per fold used for calibration (a random subset; bounds the cost)."""
+
+    method: str = "brr"
+    n_members: int = 32
+    smoothness: tuple = (0.0, 1.0, 2.0, 3.0, 4.0)
+    calibrate: str = "cv"
+    cv_rows: int = 3000
+    ard_seconds: float = 600.0
+
+    def __post_init__(self):
+        if self.method not in ("brr", "ard"):
+            raise ValueError(f"fit method {self.method!r}: expected 'brr' or 'ard'")
+        if self.calibrate not in ("cv", "none"):
+            raise ValueError(f"fit calibrate {self.calibrate!r}: expected 'cv' or 'none'")
+
+
+def reference_energies(spec: BasisSpec, design: DesignSet, indices=None) -> np.ndarray:
+    """Prior mean c0 (D,): per-species energies per atom in the constant features, least squares
+    of E/N on the composition (minimum norm when one composition cannot separate the species)."""
+    cols = constant_columns(spec)
+    c0 = np.zeros(spec.size)
+    rows, y, kinds = design.arrays(indices)
+    e = kinds == "E"
+    if e.any():
+        c0[cols] = np.linalg.lstsq(rows[e][:, cols], y[e], rcond=None)[0]
+    return c0
+
+
+def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = None, smoothness=None,
+              progress=None) -> Posterior:
+    """The posterior of all configurations, or of those outside fold `leave_out`."""
+    spec = design.spec
+    keep = None if leave_out is None else [i for i in range(len(design)) if design.fold_of(i) != leave_out]
+    c0 = reference_energies(spec, design, keep)
+    factor = design.factor(leave_out)
+    if settings.method == "ard" and leave_out is None:
+        return ard_fit(factor, prior_mean=c0, seconds=settings.ard_seconds, progress=progress)
+    return evidence_fit(factor, basis_degrees(spec), smoothness or settings.smoothness, prior_mean=c0)
+
+
+def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple, seed: int = 0) -> dict:
+    """z-scores of left-out force (and energy) components under each fold's posterior.
+    Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E."""
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in ("err_F", "std_F", "err_E", "std_E")}
+    n_folds = len(design.folds)
+    for f in range(n_folds):
+        idx = [i for i in range(len(design)) if design.fold_of(i) == f]
+        if not idx or len(idx) == len(design):
+            continue
+        post = posterior(design, settings, leave_out=f, smoothness=smoothness)
+        rows, y, kinds = design.arrays(idx)
+        for kind, w in (("F", design.weights.forces), ("E", design.weights.energy)):
+            sel = np.flatnonzero(kinds == kind)
+            if len(sel) == 0 or w <= 0:
+                continue
+            if len(sel) > settings.cv_rows:
+                sel = rng.choice(sel, settings.cv_rows, replace=False)
+            x = rows[sel]
+            out[f"err_{kind}"].append((x @ post.mean - y[sel]) / np.sqrt(w))
+            out[f"std_{kind}"].append(np.sqrt(np.sum((x @ post.root) ** 2, axis=1)) / np.sqrt(w))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: int = 0, version: int = 0,
+               progress=None) -> Parameters:
+    """Fit the design's configurations; draw the calibrated committee; record everything in hyper."""
+    t0 = time.perf_counter()
+    post = posterior(design, settings, progress=progress)
+    p = post.smoothness
+    hyper = {"method": settings.method, "weights": [design.weights.energy, design.weights.forces,
+                                                    design.weights.virial],
+             "prior_precision": post.prior_precision, "smoothness": p, "log_evidence": post.log_evidence,
+             "n_effective": post.n_effective, "seed": seed, "n_rows": int(sum(f.n_rows for f in design.folds)),
+             "n_configs": len(design)}
+    scale = 1.0
+    calibration = {"method": settings.calibrate}
+    if len(design) >= 2:
+        cv = cross_validation(design, settings, (p,) if settings.method == "brr" else None, seed)
+        raw_f = calibration_stats(cv["err_F"], cv["std_F"])
+        if settings.calibrate == "cv" and raw_f:
+            scale = raw_f["rms_z"]
+        calibration.update(
+            scale=scale, folds=len(design.folds), raw_forces=raw_f,
+            forces=calibration_stats(cv["err_F"], scale * cv["std_F"]),
+            energy=calibration_stats(cv["err_E"], scale * cv["std_E"]))
+    hyper["calibration"] = calibration
+    committee = sample_from_root(post.mean, scale * post.root, settings.n_members, seed)
+    hyper["seconds"] = round(time.perf_counter() - t0, 3)
+    return Parameters(design.spec, post.mean, committee, post.noise_precision, version=version, hyper=hyper,
+                      lammps_prior=design.prior)
+
+
+def fit_parameters(spec: BasisSpec, configurations, weights: Weights = Weights(), method: str = "brr",
+                   n_members: int = 32, seed: int = 0, version: int = 0, prior=None,
+                   settings: FitSettings | None = None) -> Parameters:
+    """Fit labelled ase.Atoms: the whole refit in one call. prior: a pylal.prior.LammpsPrior; the fit
+    targets the labels minus the prior (Delta-learning) and the prior is written into the parameters."""
+    design = DesignSet(spec, weights, prior)
+    for atoms in configurations:
+        design.add(atoms)
+    if settings is None:
+        settings = FitSettings(method=method, n_members=n_members)
+    return fit_design(design, settings, seed=seed, version=version)
+
