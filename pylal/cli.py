@@ -40,7 +40,7 @@ def _demo(args):
 def _fit(args):
     from ase.io import read
 
-    from pylal.fit.bayes import fit_parameters
+    from pylal.fit.committee import fit_parameters
     from pylal.fit.design import Weights
     from pylal.model.basis import BasisSpec
 

@@ -259,7 +259,8 @@ def test_fit_on_prior_subtracted_targets_recovers_learned_part(si_data):
 
 def test_refit_server_fits_residual_and_writes_prior(tmp_path, si_data):
     from pylal.server.config import ConfigError, ServerConfig
-    from pylal.server.refit import Refitter, VersionStore
+    from pylal.server.refit import Refitter
+    from pylal.server.versions import VersionStore
 
     truth, data = si_data
     (tmp_path / "prior.json").write_text(SI_PRIOR.to_json())

@@ -13,7 +13,8 @@ from helpers import HERE, ROOT, ThreadServer, si_cell, wait_until, write_config 
 from pylal.cli import main as cli  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
 from pylal.server.client import Client  # noqa: E402
-from pylal.server.refit import VersionStore, descriptor, near_duplicate, select_batch  # noqa: E402
+from pylal.select.duplicates import descriptor, near_duplicate, select_batch  # noqa: E402
+from pylal.server.versions import VersionStore  # noqa: E402
 
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
 

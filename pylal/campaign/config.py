@@ -81,6 +81,7 @@ class TerminationConfig:
     max_labels: int = 100  # stop (unconverged) after this many labels
     max_minutes: float = 60.0  # stop (unconverged) after this much wall time
     max_restarts: int = 3  # a walker that crashes (lost atoms, ...) restarts with a new seed this often
+    max_rejected_refits: int = 3  # stop (failed) after this many refits in a row failed their sanity checks
 
 
 @dataclasses.dataclass
@@ -99,6 +100,7 @@ class HoldoutConfig:
 class FinalConfig:
     method: str = "ard"  # HAL: ARD after data generation, BRR during it
     n_members: int = 32
+    max_minutes: float = 10.0  # time bound of the final fit; then (or if worse on the held-out set) the last BRR version
 
 
 @dataclasses.dataclass

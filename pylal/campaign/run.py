@@ -30,6 +30,7 @@ from pylal.campaign.config import CampaignConfig
 from pylal.campaign.trace import read_trace, summarize
 from pylal.campaign.walkers import Walker
 from pylal.files import atomic_write
+from pylal.fit.holdout import HeldOut
 
 
 class Campaign:
@@ -124,6 +125,7 @@ class Campaign:
         from pylal.server.server import Server
 
         self.cfg.server.fit.initial_data = [str(self.run / "initial.xyz")]
+        self.cfg.server.fit.holdout_file = str(self.run / "holdout.xyz")  # every version's held-out errors
         self.server = Server(self.cfg.server)
         self.server_thread = threading.Thread(target=self.server.serve, kwargs=dict(install_signals=False),
                                               name="refit-server", daemon=True)
@@ -132,11 +134,20 @@ class Campaign:
             raise RuntimeError("the refit server did not start within 300 s (see RUN/server.log.jsonl)")
         deadline = time.time() + 600
         while self.server.versions.current() is None:
+            rejected = self.server.stats.get("last_rejection")
+            if rejected:
+                raise RuntimeError(self.no_usable_fit(rejected))
             if time.time() > deadline or not self.server_thread.is_alive():
                 raise RuntimeError("the refit server published no first version (see RUN/server.log.jsonl)")
             time.sleep(0.5)
         self.say(f"refit server at {self.server.address}: version {self.server.versions.latest()} fitted to "
                  f"{len(self.server.initial)} initial configurations")
+
+    @staticmethod
+    def no_usable_fit(rejected: dict) -> str:
+        return (f"no usable fit: the refit of {rejected['configs']} configurations failed its sanity checks ("
+                + "; ".join(rejected["reasons"]) + f"); it is kept in {rejected['file']}. Likely cause: "
+                + rejected["likely_cause"])
 
     def stop_server(self):
         if self.server is not None:
@@ -176,6 +187,9 @@ class Campaign:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
                 return "server_failed"
+            if self.server.stats.get("rejected_in_a_row", 0) >= t.max_rejected_refits:
+                self.say(self.no_usable_fit(self.server.stats["last_rejection"]))
+                return "fits_rejected"
             newest = self.server.versions.latest()
             summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
             for walker in self.walkers:
@@ -220,27 +234,57 @@ class Campaign:
                 w.kill()
 
     # ---- 5: final fit, held-out errors, validation, report ------------------------------------------
-    def final_fit(self, holdout: list):
-        from pylal.fit.bayes import fit_design
+    def final_fit(self, holdout) -> "Parameters":
+        """The final fit ([final] method, HAL: ARD) on every label, with progress and a time bound. It
+        replaces the newest BRR version only when it finishes, passes the sanity checks and is not
+        worse on the held-out set; otherwise the newest BRR version is the final potential."""
+        from pylal.fit.bayes import FitTimeout
+        from pylal.fit.checks import fit_problems
+        from pylal.fit.committee import FitSettings, fit_design
+        from pylal.model.params import Parameters
 
         refitter = self.server.refitter
         refitter.update_design()
         t0 = time.perf_counter()
         version = (self.server.versions.latest() or 0) + 1
         f = self.cfg.final
-        params = fit_design(refitter.spec, *refitter.design.arrays(), refitter.weights, f.method, f.n_members,
-                            seed=self.cfg.server.fit.seed + version, version=version, prior=refitter.prior)
-        params.hyper["n_configs"] = len(refitter.design)
-        params.hyper["final_fit"] = f.method
+        newest = Parameters.load(self.server.versions.path(version - 1)) if version > 1 else None
+        settings = FitSettings(method=f.method, n_members=f.n_members, smoothness=refitter.settings.smoothness,
+                               calibrate=refitter.settings.calibrate, ard_seconds=60 * f.max_minutes)
+        self.say(f"final {f.method} fit on {len(refitter.design)} configurations (at most {f.max_minutes:g} min) ...")
+        params, why = None, ""
+        try:
+            params = fit_design(refitter.design, settings, seed=self.cfg.server.fit.seed + version, version=version,
+                                progress=lambda it, kept, sec: self.say(
+                                    f"final fit: iteration {it}, {kept} coefficients kept, {sec:.0f} s"))
+            problems = fit_problems(params, refitter.limits)
+            if problems:
+                why = "it failed its sanity checks: " + "; ".join(problems)
+        except FitTimeout as err:
+            why = str(err)
+        errors = holdout.errors(params) if params is not None and not why else {}
+        newest_errors = holdout.errors(newest) if newest is not None else {}
+        if not why and newest_errors and errors["force_rmse"] > newest_errors["force_rmse"]:
+            why = (f"its held-out force RMSE {errors['force_rmse']:.4f} eV/A is worse than version {newest.version}'s "
+                   f"{newest_errors['force_rmse']:.4f}")
+        method = f.method
+        if why:
+            if newest is None:
+                raise RuntimeError(f"final fit unusable and no earlier version: {why}")
+            self.say(f"WARNING: the final {f.method} fit is not used ({why}); the final potential is version "
+                     f"{newest.version} (BRR)")
+            params, errors, method = newest, newest_errors, f"brr (version {newest.version}; {f.method} not used)"
         out = self.run / "final"
         out.mkdir(exist_ok=True)
         params.save(out / "params.npz")
         dataset = read(self.run / "initial.xyz", index=":") + [a for _, a in self.server.store.labeled_atoms()]
         write(out / "dataset.xyz", dataset)
         self.record["timings"]["final_fit"] = time.perf_counter() - t0
-        errors = holdout_errors(params, holdout)
-        self.record["final"].update(params="final/params.npz", dataset="final/dataset.xyz", version=version,
-                                    method=f.method, n_configs=len(dataset), **errors)
+        self.record["final"].update(params="final/params.npz", dataset="final/dataset.xyz", version=params.version,
+                                    method=method, n_configs=len(dataset), calibration_scale=params.hyper.get(
+                                        "calibration", {}).get("scale"), newest_brr_version=newest_errors and {
+                                        "version": newest.version, **newest_errors},
+                                    **{f"holdout_{k}": v for k, v in errors.items()})
         return params
 
     def validate(self, params):
@@ -317,10 +361,11 @@ class Campaign:
             # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
             self.stop_server()
             self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest())
-            params = self.final_fit(holdout)
+            params = self.final_fit(HeldOut(self.server.spec, holdout, self.server.refitter.prior))
             fin = self.record["final"]
-            self.say(f"final {fin['method']} fit on {fin['n_configs']} configurations: held-out force RMSE "
+            self.say(f"final potential ({fin['method']}) on {fin['n_configs']} configurations: held-out force RMSE "
                      f"{fin['holdout_force_rmse']:.4f} eV/A, energy RMSE {fin['holdout_energy_rmse'] * 1000:.2f} meV/atom")
+            self.say(calibration_line(fin))
             counts = self.server.store.counts()
             n_init = len(initial)
             self.record["final"].update(
@@ -353,19 +398,14 @@ class Campaign:
         return self.record
 
 
-def holdout_errors(params, holdout: list) -> dict:
-    """Energy (per atom) and force RMSE of the committee mean against the reference."""
-    from pylal.calculator import PylalCalculator
-
-    calc = PylalCalculator(params)
-    de, df = [], []
-    for ref in holdout:
-        a = ref.copy()
-        a.calc = calc
-        de.append((a.get_potential_energy() - ref.get_potential_energy()) / len(a))
-        df.append(a.get_forces() - ref.get_forces())
-    return dict(holdout_energy_rmse=float(np.sqrt(np.mean(np.square(de)))),
-                holdout_force_rmse=float(np.sqrt(np.mean(np.square(np.concatenate(df))))))
+def calibration_line(final: dict) -> str:
+    """How honest the final committee is on the held-out set (science.md sec. 5), per phase."""
+    parts = [f"calibration on the held-out set: force rms z {final['holdout_force_rms_z']:.2f} "
+             f"(1 is calibrated), 95% interval holds {100 * final['holdout_force_coverage95']:.0f}% of the errors"]
+    for phase, p in (final.get("holdout_phases") or {}).items():
+        parts.append(f"{phase} K: RMSE {p['force_rmse']:.4f} eV/A, rms z {p['force_rms_z']:.2f}, "
+                     f"{100 * p['force_coverage95']:.0f}%")
+    return "; ".join(parts)
 
 
 def run_campaign(config_path, run_dir=None) -> int:

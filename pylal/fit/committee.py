@@ -60,18 +60,21 @@ def reference_energies(spec: BasisSpec, design: DesignSet, indices=None) -> np.n
 
 
 def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = None, smoothness=None,
-              progress=None) -> Posterior:
-    """The posterior of all configurations, or of those outside fold `leave_out`."""
+              progress=None, deadline: float | None = None) -> Posterior:
+    """The posterior of all configurations, or of those outside fold `leave_out`. ARD stops with
+    FitTimeout at `deadline` (time.perf_counter() value; default: ard_seconds from now)."""
     spec = design.spec
     keep = None if leave_out is None else [i for i in range(len(design)) if design.fold_of(i) != leave_out]
     c0 = reference_energies(spec, design, keep)
     factor = design.factor(leave_out)
-    if settings.method == "ard" and leave_out is None:
-        return ard_fit(factor, prior_mean=c0, seconds=settings.ard_seconds, progress=progress)
+    if settings.method == "ard":
+        seconds = settings.ard_seconds if deadline is None else deadline - time.perf_counter()
+        return ard_fit(factor, prior_mean=c0, seconds=seconds, progress=progress)
     return evidence_fit(factor, basis_degrees(spec), smoothness or settings.smoothness, prior_mean=c0)
 
 
-def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple, seed: int = 0) -> dict:
+def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple | None, seed: int = 0,
+                     deadline: float | None = None) -> dict:
     """z-scores of left-out force (and energy) components under each fold's posterior.
     Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E."""
     rng = np.random.default_rng(seed)
@@ -81,7 +84,7 @@ def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple
         idx = [i for i in range(len(design)) if design.fold_of(i) == f]
         if not idx or len(idx) == len(design):
             continue
-        post = posterior(design, settings, leave_out=f, smoothness=smoothness)
+        post = posterior(design, settings, leave_out=f, smoothness=smoothness, deadline=deadline)
         rows, y, kinds = design.arrays(idx)
         for kind, w in (("F", design.weights.forces), ("E", design.weights.energy)):
             sel = np.flatnonzero(kinds == kind)
@@ -99,7 +102,8 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
                progress=None) -> Parameters:
     """Fit the design's configurations; draw the calibrated committee; record everything in hyper."""
     t0 = time.perf_counter()
-    post = posterior(design, settings, progress=progress)
+    deadline = t0 + settings.ard_seconds  # ARD: the whole fit, cross-validation included
+    post = posterior(design, settings, progress=progress, deadline=deadline)
     p = post.smoothness
     hyper = {"method": settings.method, "weights": [design.weights.energy, design.weights.forces,
                                                     design.weights.virial],
@@ -109,7 +113,7 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
     scale = 1.0
     calibration = {"method": settings.calibrate}
     if len(design) >= 2:
-        cv = cross_validation(design, settings, (p,) if settings.method == "brr" else None, seed)
+        cv = cross_validation(design, settings, (p,), seed, deadline)
         raw_f = calibration_stats(cv["err_F"], cv["std_F"])
         if settings.calibrate == "cv" and raw_f:
             scale = raw_f["rms_z"]

@@ -28,7 +28,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from pylal.calculator import PylalCalculator
-from pylal.fit.bayes import fit_design
+from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
 from pylal.hal.physics import triggered
 from pylal.model.basis import BasisSpec
@@ -140,8 +140,8 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
     def refit():
         nonlocal version, t_fit
         t0 = time.perf_counter()
-        params = fit_design(spec, *design.arrays(), settings.weights, "brr", settings.n_members,
-                            seed=settings.seed + version, version=version)
+        params = fit_design(design, FitSettings(n_members=settings.n_members), seed=settings.seed + version,
+                            version=version)
         params.save(out_dir / f"params_v{version:03d}.npz")
         version += 1
         t_fit += time.perf_counter() - t0

@@ -11,7 +11,7 @@ permutations of like neighbours (sums), and to translations (only r_ij enter).
 The centre species selects the block of the coefficient vector (one-hot in species).
 
 Radial functions R_n(r) = T_n(x(r)) * (1 - r/r_cut)^3, with x mapping [r_min, r_cut] to
-[-1, 1]; the envelope makes energy, forces and their first derivative vanish at the cutoff.
+[-1, 1] and saturating smoothly below r_min (bounded extrapolation to close contacts); the envelope makes energy, forces and their first derivative vanish at the cutoff.
 Spherical harmonics come from sphericart (maintained, fast; real SH, lexicographic lm).
 """
 from __future__ import annotations
@@ -89,9 +89,16 @@ class BasisSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+SATURATION = 0.05  # how far below -1 the Chebyshev argument may go (T_n(-1.05) <= cosh(n acosh 1.05))
+
+
 def radial_basis(spec: BasisSpec, r):
     """Chebyshev polynomials times a (1 - r/r_cut)^3 envelope; zero beyond r_cut. r: (P,)."""
     x = 2.0 * (r - spec.r_min) / (spec.r_cut - spec.r_min) - 1.0
+    # below r_min x saturates smoothly at -1 - SATURATION (value, first and second derivative match at
+    # r_min): polynomials of x stay bounded, so a fit cannot explode at close contacts (the ZBL prior
+    # and the data decide the energy there), where T_n(x < -1) grows like |2x|^n
+    x = jnp.where(x < -1.0, -1.0 + SATURATION * jnp.tanh((x + 1.0) / SATURATION), x)
     t = [jnp.ones_like(x), x]
     for _ in range(2, spec.n_max):
         t.append(2.0 * x * t[-1] - t[-2])

@@ -47,6 +47,11 @@ class FitConfig:
     initial_params: str = ""  # parameter file walkers start from (published as the first version)
     n_members: int = 32
     method: str = "brr"
+    smoothness: list = dataclasses.field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0])  # prior exponents p
+    calibrate: str = "cv"  # committee spread scaled to the cross-validation errors ("none": posterior samples)
+    max_cv_energy_rmse: float = 1.0  # eV/atom: a fit with larger cross-validation errors is not published
+    max_cv_force_rmse: float = 5.0  # eV/A
+    holdout_file: str = ""  # labelled configurations never trained on: errors + calibration of every version
     weights: list = dataclasses.field(default_factory=lambda: [5.0, 1.0, 1.0])
     seed: int = 0
 
@@ -109,6 +114,14 @@ class ServerConfig:
             cfg.fit.initial_params = str(cfg.run_dir / cfg.fit.initial_params)
         if cfg.fit.lammps_prior_file:
             cfg.fit.lammps_prior_file = str(cfg.run_dir / cfg.fit.lammps_prior_file)
+        if cfg.fit.holdout_file:
+            cfg.fit.holdout_file = str(cfg.run_dir / cfg.fit.holdout_file)
+        if cfg.fit.method not in ("brr", "ard"):
+            raise ConfigError(f"[fit] method = {cfg.fit.method!r}: expected 'brr' or 'ard'")
+        if cfg.fit.calibrate not in ("cv", "none"):
+            raise ConfigError(f"[fit] calibrate = {cfg.fit.calibrate!r}: expected 'cv' or 'none'")
+        if not cfg.fit.smoothness:
+            raise ConfigError("[fit] smoothness: give at least one exponent (e.g. [2.0])")
         if cfg.fit.lammps_prior and cfg.fit.lammps_prior_file:
             raise ConfigError("[fit] give either lammps_prior or lammps_prior_file, not both")
         cfg.executor.pythonpath = [str((base / p).resolve()) for p in cfg.executor.pythonpath]

@@ -26,8 +26,9 @@ from pylal.model.params import Parameters
 from pylal.server import auth, protocol
 from pylal.server.config import ServerConfig
 from pylal.server.executor import make_executor
-from pylal.server.refit import (RefitPolicy, Refitter, VersionStore, descriptor, read_labelled,
-                                select_batch, spec_from_config)
+from pylal.select.duplicates import descriptor, select_batch
+from pylal.server.refit import RefitPolicy, Refitter, read_labelled, spec_from_config
+from pylal.server.versions import VersionStore
 from pylal.server.store import Store
 
 ANNOUNCE_WINDOW = 3600.0  # seconds: walkers heard from within this window get version announcements
@@ -80,7 +81,8 @@ class Server:
         self.wake_refit = threading.Event()
         self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
-        self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, requeued_at_start=requeued,
+        self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
+                          rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
                           label_errors=0, protocol_errors=0)
         self.ready = threading.Event()  # set once the socket is bound and the threads run
         self.executor = None
@@ -346,8 +348,23 @@ class Server:
         dt = time.perf_counter() - t0
         self.stats["refits"] += 1
         self.stats["refit_seconds"] = round(dt, 3)
+        if "rejected" in pointer:  # the fit failed its sanity checks: walkers keep the current version
+            from pylal.fit.checks import likely_cause
+
+            self.stats["rejected_refits"] += 1
+            self.stats["rejected_in_a_row"] += 1
+            self.stats["last_rejection"] = dict(reasons=pointer["rejected"], file=pointer["file"],
+                                                configs=pointer["n_configs"], likely_cause=likely_cause(pointer["rejected"]),
+                                                time=time.time())
+            self.log("refit_rejected", reason=reason, problems=pointer["rejected"], file=pointer["file"],
+                     configs=pointer["n_configs"], seconds=round(dt, 3))
+            return
+        self.stats["rejected_in_a_row"] = 0
+        self.stats["newest"] = dict(version=pointer["version"], calibration_scale=pointer.get("calibration_scale"),
+                                    holdout=pointer.get("holdout"))
         self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
-                 configs=pointer["n_configs"], seconds=round(dt, 3))
+                 configs=pointer["n_configs"], seconds=round(dt, 3), calibration_scale=pointer.get("calibration_scale"),
+                 holdout=pointer.get("holdout"))
 
 
 def serve(config_path) -> int:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pylal.server.config import ServerConfig
-from pylal.server.refit import VersionStore
+from pylal.server.versions import VersionStore
 from pylal.server.store import Store
 
 
@@ -59,6 +59,20 @@ def format_status(s: dict) -> str:
                  f"{cur.get('version', '-')}" + (f" ({cur['hash'][:12]})" if cur.get("hash") else "")
                  + (f", rollback of {cur['rollback_of']}" if cur.get("rollback_of") is not None else "")
                  + ("; refits on HOLD" if s["hold"] else ""))
+    newest = s["stats"].get("newest") or {}
+    if newest.get("calibration_scale") is not None:
+        line = f"committee of version {newest['version']}: spread scaled by {newest['calibration_scale']:.2f} (cross-validation)"
+        h = newest.get("holdout") or {}
+        if h.get("force_rms_z") is not None:
+            line += (f"; held-out force RMSE {h['force_rmse']:.4f} eV/A, rms z {h['force_rms_z']:.2f}, "
+                     f"95% interval holds {100 * h['force_coverage95']:.0f}%")
+        lines.append(line)
+    rejection = s["stats"].get("last_rejection")
+    if rejection:
+        lines.append(f"REJECTED refits: {s['stats'].get('rejected_refits', 0)} ({s['stats'].get('rejected_in_a_row', 0)} "
+                     f"in a row); last on {rejection['configs']} configurations ({rejection['file']}): "
+                     + "; ".join(rejection["reasons"]))
+        lines.append(f"  likely cause: {rejection['likely_cause']}")
     if s["walkers"]:
         lines.append("walkers (last contact):")
         for name, w in sorted(s["walkers"].items()):

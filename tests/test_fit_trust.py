@@ -1,0 +1,157 @@
+"""A committee you can trust: bounded extrapolation, calibrated spread, checks that hold absurd fits
+back, a time-bounded ARD (pylal.fit.committee, pylal.fit.checks, pylal.server.refit)."""
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from pylal.fit.bayes import Factor, FitTimeout, ard_fit, evidence_fit
+from pylal.fit.checks import fit_problems
+from pylal.fit.committee import FitSettings, fit_design, fit_parameters
+from pylal.fit.design import DesignSet, Weights
+from pylal.fit.holdout import HeldOut
+from pylal.model.basis import BasisSpec, basis_degrees
+from pylal.reference import make_calculator
+from pylal.sampling import diamond_si, oracle_md, snapshot
+
+SPEC = BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3)
+
+
+def labelled(atoms_list, calc):
+    out = []
+    for a in atoms_list:
+        a = a.copy()
+        a.calc = calc
+        a.get_potential_energy(), a.get_forces(), a.get_stress()
+        out.append(snapshot(a))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sw():
+    return make_calculator("lammps", potential="sw-si")
+
+
+def test_incremental_factor_equals_one_qr():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 4)), rng.normal(size=50)
+    f = Factor(4)
+    for i in range(0, 50, 7):
+        f.add(x[i:i + 7], y[i:i + 7])
+    aug = np.column_stack([x, y])
+    np.testing.assert_allclose(f.r.T @ f.r, aug.T @ aug, rtol=1e-10, atol=1e-10)
+    assert f.n_rows == 50
+
+
+def test_smoothness_prior_damps_rough_functions():
+    """degrees grow along the basis; with p > 0 the evidence fit shrinks rough coefficients more."""
+    deg = basis_degrees(SPEC)
+    assert deg.shape == (SPEC.size,) and deg[0] == 0 and deg.max() == 2 * SPEC.n_max + SPEC.l_max
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, SPEC.size))  # fewer rows than columns: the prior decides the rest
+    y = x @ (rng.normal(size=SPEC.size) / (1 + deg) ** 2) + 1e-3 * rng.normal(size=60)
+    flat = evidence_fit(Factor.of(x, y))
+    smooth = evidence_fit(Factor.of(x, y), deg, smoothness=(0.0, 2.0, 4.0))
+    assert smooth.smoothness > 0 and smooth.log_evidence > flat.log_evidence
+    rough = deg >= np.quantile(deg, 0.75)
+    assert np.abs(smooth.mean[rough]).mean() < np.abs(flat.mean[rough]).mean()
+
+
+@pytest.mark.slow
+def test_near_crystal_fit_extrapolates_boundedly(sw):
+    """Fitted to rattled diamond only, evaluated on compressed, expanded and hot cells: energies are
+    finite and bounded, and where they are far off, the committee says so (error within 4 committee
+    std, std far above any sigma_tol), so HAL flags instead of trusting them. Before: 1e5 eV/atom
+    from fits that exploded; -524 eV/atom at a 1.1 A contact from polynomials below r_min."""
+    train = labelled([diamond_si(2, rattle=0.05, seed=s) for s in range(6)], sw)
+    params = fit_parameters(SPEC, train, n_members=32)
+    near = [diamond_si(2, a=5.431 * f, rattle=0.05, seed=10) for f in (0.95, 1.05)] + [diamond_si(2, rattle=0.08, seed=9)]
+    far = [diamond_si(2, a=5.431 * f, rattle=0.05, seed=10) for f in (0.85, 1.15)]
+    far += [diamond_si(2, rattle=r, seed=11) for r in (0.2, 0.35, 0.5)]  # 0.5: closest pair 1.1 A
+    for probes, bound in ((near, 0.1), (far, 150.0)):  # far: -1.8 to -101 eV/atom measured
+        held = HeldOut(SPEC, labelled(probes, sw))
+        rows = held.rows[held.kinds == "E"]
+        err = rows @ params.mean - held.y[held.kinds == "E"]  # eV/atom
+        std = (rows @ params.committee.T).std(axis=1)
+        assert np.all(np.isfinite(err)) and np.abs(err).max() < bound, err
+        assert np.all(np.abs(err) <= 4 * std + 0.01), (err, std)
+    assert np.all(std[np.abs(err) > 0.1] > 0.05)  # far off: spread >> sigma_tol (5 meV/atom), flagged at once
+    assert fit_problems(params) == []
+
+
+@pytest.mark.slow
+def test_committee_is_calibrated_on_held_out_md(sw):
+    """Held-out MD (solid 1200 K, liquid 2500 K): the cross-validated committee has rms z in
+    [0.5, 2] and covers >= 80% at 95%; raw posterior samples (calibrate 'none') do not."""
+    train = labelled([diamond_si(2, rattle=0.1, seed=s) for s in range(3)], sw)
+    test = []
+    for t, seed in ((1200.0, 1), (2500.0, 2)):
+        train += oracle_md(diamond_si(2), sw, t, 5, stride=40, equilibrate=300, seed=seed)
+        frames = oracle_md(diamond_si(2), sw, t, 4, stride=40, equilibrate=300, seed=seed + 10)
+        for a in frames:
+            a.info["holdout_temperature"] = t
+        test += frames
+    design = DesignSet(SPEC)
+    for a in train:
+        design.add(a)
+    held = HeldOut(SPEC, test)
+    raw = held.errors(fit_design(design, FitSettings(calibrate="none"), seed=1))
+    cal = fit_design(design, FitSettings(), seed=1)
+    res = held.errors(cal)
+    assert cal.hyper["calibration"]["scale"] > 1.5  # the posterior alone is overconfident
+    for phase, r in res["phases"].items():
+        assert 0.5 <= r["force_rms_z"] <= 2.0, (phase, r)
+        assert r["force_coverage95"] >= 0.8, (phase, r)
+        assert raw["phases"][phase]["force_rms_z"] > 1.5 * r["force_rms_z"]
+
+
+def test_absurd_fit_is_held_back(tmp_path, si_cell):
+    """Labels no potential can represent (energies of +-1e5 eV/atom at random): the refit is kept
+    aside as rejected, nothing is published, and the reasons say why."""
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.versions import VersionStore
+
+    rng = np.random.default_rng(0)
+    bad = []
+    for s in range(6):
+        a = si_cell.copy()
+        a.rattle(0.05, seed=s)
+        a.calc = SinglePointCalculator(a, energy=1e5 * len(a) * rng.choice([-1, 1]),
+                                       forces=rng.normal(scale=50.0, size=(len(a), 3)))
+        bad.append(a)
+
+    class NoStore:
+        def labeled_atoms(self, after_id=0):
+            return []
+
+    versions = VersionStore(tmp_path)
+    refitter = Refitter(SPEC, FitConfig(species=["Si"], n_members=4), NoStore(), versions, bad)
+    out = refitter.refit()
+    assert "rejected" in out and versions.latest() is None and versions.current() is None
+    assert any("energy RMSE" in p for p in out["rejected"]) and any("force RMSE" in p for p in out["rejected"])
+    assert (tmp_path / "versions" / "rejected_v000001.npz").exists()
+    # sane labels of the same cells pass
+    good = labelled(bad, make_calculator("lammps", potential="sw-si"))
+    refitter = Refitter(SPEC, FitConfig(species=["Si"], n_members=4), NoStore(), versions, good)
+    assert "rejected" not in refitter.refit() and versions.latest() == 1
+
+
+def test_ard_has_a_time_bound():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 40))
+    y = x @ rng.normal(size=40)
+    with pytest.raises(FitTimeout, match="did not converge within"):
+        ard_fit(Factor.of(x, y), seconds=0.0)
+    with pytest.raises(ValueError, match="calibrate"):
+        FitSettings(calibrate="sometimes")
+
+
+def test_weights_do_not_change_units_of_calibration(si_cell, sw):
+    """z is a ratio: the same data with other row weights gives the same held-out figures' units
+    (force RMSE in eV/A) and a finite, positive scale."""
+    train = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(4)], sw)
+    for w in (Weights(1, 1, 1), Weights(15, 1, 1)):
+        p = fit_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2), train, w, n_members=4)
+        cal = p.hyper["calibration"]
+        assert cal["scale"] > 0 and np.isfinite(cal["scale"])
+        assert 0 < cal["forces"]["rmse"] < 1.0
