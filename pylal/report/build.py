@@ -14,6 +14,7 @@ from pylal.files import atomic_write
 from pylal.report import html
 from pylal.report.data import load_run
 from pylal.report.evaluate import Evaluator, learning_curve, parity_data
+from pylal.report.plot_calibration import calibration_data, plot_reliability
 from pylal.report.plot_learning import plot_learning_curve
 from pylal.report.plot_parity import plot_parity
 from pylal.report.plot_time import plot_time_split
@@ -84,6 +85,11 @@ def build_report(run_dir, out_dir=None, now: float | None = None) -> Report:
            "model (committee mean) against the reference on holdout.xyz: energy per atom and every force component.",
            "needs holdout.xyz and a loadable final/params.npz or parameter version")
 
+    calibration = calibration_data(run)
+    figure(par, plot_reliability(calibration, out / "reliability.png") if calibration is not None else None,
+           "reliability of the committee (science.md sec. 5): held-out force components binned by the committee's "
+           "std, observed rms error per bin, per phase; on the dashed diagonal the spread equals the error.",
+           "needs holdout.xyz and a loadable parameter file")
     split = time_split(run, now)
     tim = []
     if split is not None:
