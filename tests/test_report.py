@@ -108,7 +108,7 @@ def test_full_report(run_dir):
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
     assert names == {"learning_curve.png", "uncertainty_T800.png", "uncertainty_T1200.png", "tau.png",
-                     "parity.png", "time_split.png", "rdf.png"}
+                     "parity.png", "time_split.png", "rdf.png", "reliability.png"}
     page = (out / "index.html").read_text()
     for p in pngs:  # every PNG is in the one page, byte for byte
         assert base64.b64encode(p.read_bytes()).decode() in page, p.name
@@ -125,6 +125,14 @@ def test_full_report(run_dir):
     assert report.parity["label"] == "final model"
     assert report.parity["force_rmse"] == pytest.approx(f, rel=1e-6)
     assert report.curve["final"]["energy_rmse"] == pytest.approx(e, rel=1e-6, abs=1e-9)
+    # the reliability plot's numbers (pylal.fit.holdout) agree with the independent evaluation
+    from pylal.report.data import load_run
+    from pylal.report.plot_calibration import calibration_data
+
+    cal = calibration_data(load_run(run))
+    assert cal["errors"]["force_rmse"] == pytest.approx(f, rel=1e-6)
+    assert cal["errors"]["energy_rmse"] == pytest.approx(e, rel=1e-6, abs=1e-9)
+    assert all(len(b["predicted"]) == len(b["observed"]) > 0 for b in cal["bins"].values())
     # more data, better model on this set (the curve means something)
     assert points[3]["force_rmse"] < points[1]["force_rmse"]
     cached = json.loads((out / "learning_curve.json").read_text())

@@ -27,6 +27,7 @@ PRESETS = {
     "sw-si": dict(pair_style="sw", pair_coeff=["* * {potdir}/Si.sw Si"], species=["Si"]),
     "eam-alcu": dict(pair_style="eam/alloy", pair_coeff=["* * {potdir}/AlCu.eam.alloy Al Cu"],
                      species=["Al", "Cu"]),
+    "sw-gan": dict(pair_style="sw", pair_coeff=["* * {potdir}/GaN.sw Ga N"], species=["Ga", "N"]),
 }
 
 
