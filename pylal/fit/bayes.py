@@ -36,6 +36,12 @@ class Factor:
         self.r = _triangular(np.vstack([self.r, block]))
         self.n_rows += len(y)
 
+    def scaled(self, s: float) -> "Factor":
+        """The factor of the same rows multiplied by s (a weight sqrt(w) on every row and target)."""
+        out = Factor(self.r.shape[0] - 1)
+        out.r, out.n_rows = s * self.r, self.n_rows
+        return out
+
     @classmethod
     def combine(cls, factors) -> "Factor":
         out = cls(factors[0].r.shape[0] - 1)

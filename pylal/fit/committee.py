@@ -3,7 +3,8 @@
 Used by the refit server, the campaign's final fit, the ASE loop and `pylal fit`:
 1. per-species reference energies c0 (constant features) by least squares of the energies per
    atom on the composition;
-2. the Bayesian posterior N(c_bar, Sigma) (pylal.fit.bayes: BRR with a smoothness prior, or ARD);
+2. the Bayesian posterior N(c_bar, Sigma) (pylal.fit.bayes: BRR with a smoothness prior, or ARD),
+   with energy and force rows at their own noise level (from cross-validation);
 3. calibration (science.md sec. 5): the posterior spread measures the noise of near-exact labels,
    not the error of a model that cannot represent them (misspecification), so it is 3-10x too
    narrow. K-fold cross-validation by configuration gives, for every left-out force component,
@@ -31,12 +32,15 @@ from pylal.model.params import Parameters
 class FitSettings:
     """Fit keywords (docs/keywords.md): method 'brr' or 'ard'; smoothness: candidate exponents p of
     the prior precision (1 + degree)^p, the evidence picks one; calibrate 'cv' or 'none';
+    energy_noise 'cv' (energy rows re-weighted so their cross-validation error matches the force
+    rows', in weighted units) or 'weights' (the given w_E/w_F only);
     cv_rows: force components per fold used for calibration (a random subset; bounds the cost)."""
 
     method: str = "brr"
     n_members: int = 32
     smoothness: tuple = (0.0, 1.0, 2.0, 3.0, 4.0)
     calibrate: str = "cv"
+    energy_noise: str = "cv"
     cv_rows: int = 3000
     ard_seconds: float = 600.0
 
@@ -45,6 +49,8 @@ class FitSettings:
             raise ValueError(f"fit method {self.method!r}: expected 'brr' or 'ard'")
         if self.calibrate not in ("cv", "none"):
             raise ValueError(f"fit calibrate {self.calibrate!r}: expected 'cv' or 'none'")
+        if self.energy_noise not in ("cv", "weights"):
+            raise ValueError(f"fit energy_noise {self.energy_noise!r}: expected 'cv' or 'weights'")
 
 
 def reference_energies(spec: BasisSpec, design: DesignSet, indices=None) -> np.ndarray:
@@ -60,13 +66,14 @@ def reference_energies(spec: BasisSpec, design: DesignSet, indices=None) -> np.n
 
 
 def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = None, smoothness=None,
-              progress=None, deadline: float | None = None) -> Posterior:
-    """The posterior of all configurations, or of those outside fold `leave_out`. ARD stops with
-    FitTimeout at `deadline` (time.perf_counter() value; default: ard_seconds from now)."""
+              progress=None, deadline: float | None = None, energy_scale: float = 1.0) -> Posterior:
+    """The posterior of all configurations, or of those outside fold `leave_out`, energy rows
+    weighted by energy_scale^2 more. ARD stops with FitTimeout at `deadline` (time.perf_counter()
+    value; default: ard_seconds from now)."""
     spec = design.spec
     keep = None if leave_out is None else [i for i in range(len(design)) if design.fold_of(i) != leave_out]
     c0 = reference_energies(spec, design, keep)
-    factor = design.factor(leave_out)
+    factor = design.factor(leave_out, energy_scale)
     if settings.method == "ard":
         seconds = settings.ard_seconds if deadline is None else deadline - time.perf_counter()
         return ard_fit(factor, prior_mean=c0, seconds=seconds, progress=progress)
@@ -74,7 +81,7 @@ def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = 
 
 
 def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple | None, seed: int = 0,
-                     deadline: float | None = None) -> dict:
+                     deadline: float | None = None, energy_scale: float = 1.0) -> dict:
     """z-scores of left-out force (and energy) components under each fold's posterior.
     Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E."""
     rng = np.random.default_rng(seed)
@@ -84,7 +91,8 @@ def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple
         idx = [i for i in range(len(design)) if design.fold_of(i) == f]
         if not idx or len(idx) == len(design):
             continue
-        post = posterior(design, settings, leave_out=f, smoothness=smoothness, deadline=deadline)
+        post = posterior(design, settings, leave_out=f, smoothness=smoothness, deadline=deadline,
+                         energy_scale=energy_scale)
         rows, y, kinds = design.arrays(idx)
         for kind, w in (("F", design.weights.forces), ("E", design.weights.energy)):
             sel = np.flatnonzero(kinds == kind)
@@ -103,17 +111,28 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
     """Fit the design's configurations; draw the calibrated committee; record everything in hyper."""
     t0 = time.perf_counter()
     deadline = t0 + settings.ard_seconds  # ARD: the whole fit, cross-validation included
-    post = posterior(design, settings, progress=progress, deadline=deadline)
+    energy_scale, cv = 1.0, None
+    if settings.energy_noise == "cv" and len(design) >= 2 and design.weights.energy > 0:
+        # one noise level for energy and force rows (eq. 19) lets force misspecification set the
+        # energies' noise too: energies come out loosely fitted and their committee spread 10-30x
+        # their errors. The cross-validation errors of each kind set their relative weight instead.
+        p0 = posterior(design, settings, deadline=deadline).smoothness
+        cv0 = cross_validation(design, settings, (p0,), seed, deadline)
+        if len(cv0["err_E"]) and len(cv0["err_F"]):
+            sigma_e = np.sqrt(np.mean(cv0["err_E"] ** 2) * design.weights.energy)  # weighted-row units
+            sigma_f = np.sqrt(np.mean(cv0["err_F"] ** 2) * design.weights.forces)
+            energy_scale = float(np.clip(sigma_f / max(sigma_e, 1e-300), 1e-2, 1e3))
+    post = posterior(design, settings, progress=progress, deadline=deadline, energy_scale=energy_scale)
     p = post.smoothness
     hyper = {"method": settings.method, "weights": [design.weights.energy, design.weights.forces,
                                                     design.weights.virial],
-             "prior_precision": post.prior_precision, "smoothness": p, "log_evidence": post.log_evidence,
-             "n_effective": post.n_effective, "seed": seed, "n_rows": int(sum(f.n_rows for f in design.folds)),
-             "n_configs": len(design)}
+             "energy_weight_factor": energy_scale**2, "prior_precision": post.prior_precision, "smoothness": p,
+             "log_evidence": post.log_evidence, "n_effective": post.n_effective, "seed": seed,
+             "n_rows": design.n_rows, "n_configs": len(design)}
     scale = 1.0
     calibration = {"method": settings.calibrate}
     if len(design) >= 2:
-        cv = cross_validation(design, settings, (p,), seed, deadline)
+        cv = cross_validation(design, settings, (p,), seed, deadline, energy_scale)
         raw_f = calibration_stats(cv["err_F"], cv["std_F"])
         if settings.calibrate == "cv" and raw_f:
             scale = raw_f["rms_z"]

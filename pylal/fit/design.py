@@ -106,8 +106,11 @@ def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights(), pri
 
 class DesignSet:
     """Design rows accumulated configuration by configuration (each basis evaluation done once).
-    Configurations are dealt round-robin into `n_folds` folds, each with its own R factor
-    (pylal.fit.bayes.Factor), so a fit and its cross-validation never refactor all rows."""
+    Configurations are dealt round-robin into `n_folds` folds; each fold keeps one R factor
+    (pylal.fit.bayes.Factor) for its energy rows and one for its force and virial rows, so a fit,
+    its cross-validation and a re-weighting of energies against forces never refactor all rows."""
+
+    KINDS = ("E", "FV")  # row groups with their own noise level (pylal.fit.committee)
 
     def __init__(self, spec: BasisSpec, weights: Weights = Weights(), prior=None, n_folds: int = 5):
         """prior: a LammpsPrior subtracted from every configuration's labels (None: none)."""
@@ -115,24 +118,33 @@ class DesignSet:
         self.prior = prior if prior is None or not hasattr(prior, "evaluate") else prior.prior
         self._evaluator = prior_evaluator(spec, prior)
         self.blocks: list = []
-        self.folds = [Factor(spec.size) for _ in range(n_folds)]
+        self.folds = [{g: Factor(spec.size) for g in self.KINDS} for _ in range(n_folds)]
 
     def add(self, atoms):
         self.add_block(*configuration_rows(self.spec, atoms, self.weights, self._evaluator))
 
     def add_block(self, rows, y, kinds):
-        self.folds[len(self.blocks) % len(self.folds)].add(rows, y)
+        fold = self.folds[len(self.blocks) % len(self.folds)]
+        for group, factor in fold.items():
+            sel = np.isin(kinds, list(group))
+            if sel.any():
+                factor.add(rows[sel], y[sel])
         self.blocks.append((rows, y, kinds))
 
     def __len__(self):
         return len(self.blocks)
 
+    @property
+    def n_rows(self) -> int:
+        return sum(f.n_rows for fold in self.folds for f in fold.values())
+
     def fold_of(self, i: int) -> int:
         return i % len(self.folds)
 
-    def factor(self, leave_out: int | None = None) -> Factor:
-        """R factor of all rows, or of all rows outside fold `leave_out`."""
-        used = [f for k, f in enumerate(self.folds) if k != leave_out and f.n_rows]
+    def factor(self, leave_out: int | None = None, energy_scale: float = 1.0) -> Factor:
+        """R factor of all rows (or of all outside fold `leave_out`), energy rows times energy_scale."""
+        used = [f.scaled(energy_scale if g == "E" else 1.0) for k, fold in enumerate(self.folds) if k != leave_out
+                for g, f in fold.items() if f.n_rows]
         if not used:
             raise ValueError("no labelled configurations to fit")
         return Factor.combine(used)
