@@ -49,6 +49,7 @@ class FitConfig:
     method: str = "brr"
     smoothness: list = dataclasses.field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0])  # prior exponents p
     calibrate: str = "cv"  # committee spread scaled to the cross-validation errors ("none": posterior samples)
+    energy_noise: str = "cv"  # energy rows re-weighted by their cross-validation error ("weights": w_E only)
     max_cv_energy_rmse: float = 1.0  # eV/atom: a fit with larger cross-validation errors is not published
     max_cv_force_rmse: float = 5.0  # eV/A
     holdout_file: str = ""  # labelled configurations never trained on: errors + calibration of every version
@@ -120,6 +121,8 @@ class ServerConfig:
             raise ConfigError(f"[fit] method = {cfg.fit.method!r}: expected 'brr' or 'ard'")
         if cfg.fit.calibrate not in ("cv", "none"):
             raise ConfigError(f"[fit] calibrate = {cfg.fit.calibrate!r}: expected 'cv' or 'none'")
+        if cfg.fit.energy_noise not in ("cv", "weights"):
+            raise ConfigError(f"[fit] energy_noise = {cfg.fit.energy_noise!r}: expected 'cv' or 'weights'")
         if not cfg.fit.smoothness:
             raise ConfigError("[fit] smoothness: give at least one exponent (e.g. [2.0])")
         if cfg.fit.lammps_prior and cfg.fit.lammps_prior_file:

@@ -35,7 +35,7 @@ def spec_from_config(fit_cfg) -> BasisSpec:
 
 def settings_from_config(fit_cfg) -> FitSettings:
     return FitSettings(method=fit_cfg.method, n_members=fit_cfg.n_members, smoothness=tuple(fit_cfg.smoothness),
-                       calibrate=fit_cfg.calibrate)
+                       calibrate=fit_cfg.calibrate, energy_noise=fit_cfg.energy_noise)
 
 
 def prior_from_config(fit_cfg):
