@@ -170,8 +170,11 @@ class Campaign:
     def status_line(self, summaries) -> str:
         counts = self.server.store.counts()
         queue = counts.get("queued", 0) + counts.get("labeling", 0)
+        held = (self.server.stats.get("newest") or {}).get("holdout") or {}
         parts = [f"labels {counts.get('labeled', 0)} (queue {queue}, failed {counts.get('failed', 0)}) "
-                 f"version {self.server.versions.latest()}"]
+                 f"version {self.server.versions.latest()}"
+                 + (f" (held-out F RMSE {held['force_rmse']:.3g} eV/A, rms z {held['force_rms_z']:.2f})"
+                    if held.get("force_rms_z") is not None else "")]
         m = self.cfg.termination.quiet_steps
         for walker, s in zip(self.walkers, summaries):
             state = "" if walker.returncode is None else f" ended({walker.returncode})"
@@ -360,7 +363,9 @@ class Campaign:
             self.stop_walkers()
             # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
             self.stop_server()
-            self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest())
+            self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest(),
+                                              newest_version_holdout=(self.server.stats.get("newest") or {}).get("holdout"),
+                                              rejected_refits=self.server.stats.get("rejected_refits", 0))
             params = self.final_fit(HeldOut(self.server.spec, holdout, self.server.refitter.prior))
             fin = self.record["final"]
             self.say(f"final potential ({fin['method']}) on {fin['n_configs']} configurations: held-out force RMSE "
