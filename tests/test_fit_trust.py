@@ -155,3 +155,17 @@ def test_weights_do_not_change_units_of_calibration(si_cell, sw):
         cal = p.hyper["calibration"]
         assert cal["scale"] > 0 and np.isfinite(cal["scale"])
         assert 0 < cal["forces"]["rmse"] < 1.0
+
+
+def test_learning_saturation_is_detected():
+    from pylal.campaign.saturation import LearningCurve
+
+    curve = LearningCurve()
+    for n, rmse in ((5, 0.11), (10, 0.08), (20, 0.06), (30, 0.058), (40, 0.057)):
+        curve.add(n, rmse)
+        if n == 20:
+            assert curve.saturated(10, 0.05) is None  # 0.08 -> 0.06: still learning
+    assert curve.saturated(30, 0.05) is None  # 0.08 -> 0.057 over the last 30 labels: 29%
+    message = curve.saturated(10, 0.05)  # 0.058 -> 0.057 over the last 10: 1.7%
+    assert "saturated" in message and "0.058 to 0.057" in message
+    assert curve.saturated(0, 0.05) is None and LearningCurve().saturated(20, 0.05) is None

@@ -27,6 +27,7 @@ from ase.io import read, write
 
 from pylal.campaign.cells import campaign_cell, reference_md
 from pylal.campaign.config import CampaignConfig
+from pylal.campaign.saturation import LearningCurve
 from pylal.campaign.trace import read_trace, summarize
 from pylal.campaign.walkers import Walker
 from pylal.files import atomic_write
@@ -183,9 +184,11 @@ class Campaign:
         return " | ".join(parts)
 
     def monitor(self, every: float = 10.0) -> str:
-        """Returns why the campaign ended: converged, max_labels, max_minutes, walkers_failed."""
+        """Returns why the campaign ended: converged, saturated, max_labels, max_minutes, walkers_failed,
+        fits_rejected, server_failed."""
         t = self.cfg.termination
         last_print = 0.0
+        curve = LearningCurve()
         while True:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
@@ -195,6 +198,15 @@ class Campaign:
                 return "fits_rejected"
             newest = self.server.versions.latest()
             summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
+            newest_fit = self.server.stats.get("newest") or {}
+            held = newest_fit.get("holdout") or {}
+            if held.get("force_rmse") is not None:
+                curve.add(newest_fit["configs"], held["force_rmse"])
+                message = curve.saturated(t.saturation_labels, t.saturation_gain)
+                if message is not None:
+                    self.say(self.status_line(summaries))
+                    self.say(message)
+                    return "saturated"
             for walker in self.walkers:
                 code = walker.poll()
                 if code not in (None, 0) and walker.ended and walker.restarts < t.max_restarts:
@@ -379,7 +391,7 @@ class Campaign:
                 + counts.get("labeled", 0) + counts.get("failed", 0),
                 n_initial=n_init, versions=len(self.server.versions.versions()))
             self.timings()
-            self.record["status"] = "done" if reason == "converged" else "unconverged"
+            self.record["status"] = {"converged": "done", "saturated": "saturated"}.get(reason, "unconverged")
             self.save_record()
             self.validate(params)
             self.record["finished"] = time.time()
@@ -426,4 +438,4 @@ def run_campaign(config_path, run_dir=None) -> int:
     print(f"held-out energy RMSE {final['holdout_energy_rmse'] * 1000:.2f} meV/atom; status {record['status']}; "
           f"wall time {record['timings']['wall']:.0f} s")
     print(f"{cfg.holdout.headline}: {final['holdout_force_rmse']:.4f} eV/A")
-    return 0 if record["status"] == "done" else 1
+    return 0 if record["status"] in ("done", "saturated") else 1

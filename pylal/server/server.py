@@ -360,7 +360,8 @@ class Server:
                      configs=pointer["n_configs"], seconds=round(dt, 3))
             return
         self.stats["rejected_in_a_row"] = 0
-        self.stats["newest"] = dict(version=pointer["version"], calibration_scale=pointer.get("calibration_scale"),
+        self.stats["newest"] = dict(version=pointer["version"], configs=pointer["n_configs"],
+                                    calibration_scale=pointer.get("calibration_scale"),
                                     holdout=pointer.get("holdout"))
         self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
                  configs=pointer["n_configs"], seconds=round(dt, 3), calibration_scale=pointer.get("calibration_scale"),
