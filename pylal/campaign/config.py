@@ -82,8 +82,8 @@ class TerminationConfig:
     max_minutes: float = 60.0  # stop (unconverged) after this much wall time
     max_restarts: int = 3  # a walker that crashes (lost atoms, ...) restarts with a new seed this often
     max_rejected_refits: int = 3  # stop (failed) after this many refits in a row failed their sanity checks
-    saturation_labels: int = 20  # stop (saturated) when the last this many labels ...
-    saturation_gain: float = 0.05  # ... lowered the held-out force RMSE by less than this fraction (0 labels: off)
+    saturation_labels: int = 30  # stop (saturated) when the last this many labels ...
+    saturation_gain: float = 0.02  # ... lowered the held-out force RMSE by less than this fraction (0 labels: off)
 
 
 @dataclasses.dataclass
