@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _demo(args):
-    from pylal.hal.ase_loop import LoopSettings, hal_loop
+    from pylal.ase_loop import LoopSettings, hal_loop
     from pylal.model.basis import BasisSpec
     from pylal.reference import label, make_calculator
     from pylal.sampling import diamond_si, oracle_md
