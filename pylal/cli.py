@@ -148,7 +148,7 @@ def main(argv=None):
     from pylal.validate.command import add_parser as add_validate_parser  # `pylal validate` (docs/validation.md)
 
     add_validate_parser(sub)
-    from pylal.prior.command import add_parser as add_prior_parser  # `pylal prior` (docs/prior.md)
+    from pylal.prior.cli import add_parser as add_prior_parser  # `pylal prior` (docs/prior.md)
 
     add_prior_parser(sub)
     from pylal.report.command import add_parser as add_report_parser  # `pylal report` (docs/report.md)
