@@ -105,7 +105,7 @@ class Walker:
 
     def poll(self, step: int, current: Parameters) -> tuple[Parameters | None, str | None]:
         """New parameters from the server's client, else from the watched file (None: nothing new)."""
-        if self.client is None and self.settings.watch is None:
+        if self.settings.server is None and self.settings.watch is None:  # the same on every rank
             return None, None
         new, path = None, self.settings.watch
         if self.client is not None:
