@@ -4,7 +4,7 @@ Claim tested (van der Oord et al. 2022, PEG benchmark): biasing MD toward config
 disagrees on (E_HAL = E - tau sigma, HAL eq. 1, adaptive tau from tau_rel, eq. 12) reaches a stable
 potential after far fewer exploratory MD steps than plain AL (tau_rel = 0).
 
-Protocol (pylal.hal.ase_loop.hal_loop; identical for every tau_rel of a seed):
+Protocol (pylal.ase_loop.hal_loop; identical for every tau_rel of a seed):
 - 64-atom diamond Si; initial set: 5 cells rattled by 0.1 A (rattle seeds 100*seed + k), labelled
   with SW: the same 5 configurations for every tau_rel of a seed.
 - Learning: Langevin MD at 1500 K (1 fs, friction 0.02/fs) on the committee (BRR, K = 32, basis Si
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from pathlib import Path  # noqa: E402
 
 from _hal_report import fmt, markdown_table, ratio_text, stats, write_outputs  # noqa: E402
-from pylal.hal.ase_loop import LoopSettings, hal_loop  # noqa: E402
+from pylal.ase_loop import LoopSettings, hal_loop  # noqa: E402
 from pylal.model.basis import BasisSpec  # noqa: E402
 from pylal.reference import label, make_calculator  # noqa: E402
 from pylal.sampling import diamond_si, oracle_md  # noqa: E402

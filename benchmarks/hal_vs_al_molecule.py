@@ -4,7 +4,7 @@ Scaled down from HAL's PEG(n=2) benchmark (van der Oord et al. 2022): ethanol (C
 non-periodic) instead of diethylene glycol (17 atoms): with the pylal basis (3 species) a DEG model
 needs D ~ 1500-2100 functions, a 12-33 s refit and hundreds of labels, beyond this benchmark's budget.
 
-Protocol (pylal.hal.ase_loop.hal_loop; identical for every tau_rel of a learning seed):
+Protocol (pylal.ase_loop.hal_loop; identical for every tau_rel of a learning seed):
 - Molecule relaxed with GFN2-xTB. Initial set: 5 snapshots of GFN2-xTB Langevin MD at T (every 20
   steps of 1 fs after 50), seed = learning seed: the same 5 for every tau_rel of a seed.
 - Model: BasisSpec(H, C, O; r_cut 4.0 A, r_min 0.7 A, n_max 4, l_max 2; ZBL prior switched off between
@@ -53,7 +53,7 @@ from ase.optimize import BFGS  # noqa: E402
 from _hal_report import fmt, markdown_table, stats, write_outputs  # noqa: E402
 from pylal.calculator import PylalCalculator  # noqa: E402
 from pylal.fit.design import Weights  # noqa: E402
-from pylal.hal.ase_loop import LoopSettings, hal_loop  # noqa: E402
+from pylal.ase_loop import LoopSettings, hal_loop  # noqa: E402
 from pylal.model.basis import BasisSpec  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
 from pylal.reference import make_calculator  # noqa: E402

@@ -30,7 +30,8 @@ using namespace FixConst;
 
 namespace {
 
-enum { STAT_E_HAL = 0, STAT_VIRIAL = 8, STAT_STOP = 14, STAT_MESSAGES = 15, STAT_R_CUT = 16 };
+// the fields of the engine's stat array this fix uses (their positions come from the engine)
+const char *STAT_FIELDS = "size e_hal virial_xx stop messages r_cut natoms vector";
 
 struct GilLock {    // the GIL for one scope (LAMMPS may be driven from Python or from lmp)
   PyGILState_STATE state;
@@ -105,7 +106,6 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
   energy_global_flag = virial_global_flag = 1;
   thermo_energy = thermo_virial = 1;    // the fix is the potential: on unless fix_modify says no
   restart_global = 1;
-  for (double &s : stat) s = 0.0;
 
   std::string failure = ensure_python();
   if (!failure.empty()) error->all(FLERR, "fix pylal: {}", failure);
@@ -140,10 +140,11 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
   Py_DECREF(module);
   if (!engine) python_failure(true);
 
-  PyObject *ok = PyObject_CallMethod(engine, "describe", "N", view(stat, sizeof(stat), true));
+  read_stat_layout();
+  PyObject *ok = PyObject_CallMethod(engine, "describe", "N", stat_view());
   if (!ok) python_failure(true);
   Py_DECREF(ok);
-  r_cut = stat[STAT_R_CUT];
+  r_cut = stat[i_r_cut];
   PyObject *settings = PyObject_GetAttrString(engine, "settings");
   PyObject *every = PyObject_GetAttrString(settings, "check_every");
   peratom_freq = std::max(1L, PyLong_AsLong(every));    // f_i columns are fresh on check steps
@@ -162,6 +163,35 @@ FixPylal::~FixPylal()
     Py_DECREF(engine);
   }
   memory->destroy(peratom);
+}
+
+/* The stat layout, declared once in pylal/lammps/stat.py: its length and where our fields are. */
+
+void FixPylal::read_stat_layout()
+{
+  PyObject *where = PyObject_CallMethod(engine, "stat_indices", "s", STAT_FIELDS);
+  if (!where) python_failure(true);
+  std::vector<long> index;
+  for (Py_ssize_t i = 0; i < PySequence_Size(where); ++i) {
+    PyObject *item = PySequence_GetItem(where, i);
+    index.push_back(PyLong_AsLong(item));
+    Py_XDECREF(item);
+  }
+  Py_DECREF(where);
+  if (index.size() != 7 + 7 || PyErr_Occurred()) error->all(FLERR, "fix pylal: the engine's stat layout does not fit this plugin");
+  stat.assign(index[0], 0.0);
+  i_e_hal = index[1];
+  i_virial = index[2];
+  i_stop = index[3];
+  i_messages = index[4];
+  i_r_cut = index[5];
+  i_natoms = index[6];
+  for (int k = 0; k < 7; ++k) i_vector[k] = index[7 + k];
+}
+
+PyObject *FixPylal::stat_view()
+{
+  return view(stat.data(), sizeof(double) * stat.size(), true);
 }
 
 int FixPylal::setmask()
@@ -264,6 +294,7 @@ void FixPylal::post_force(int vflag)
                     domain->boxhi[1], domain->boxhi[2], domain->xy, domain->xz, domain->yz,
                     (double) domain->xperiodic, (double) domain->yperiodic, (double) domain->zperiodic};
 
+  stat[i_natoms] = (double) atom->natoms;
   GilLock gil;
   static_assert(sizeof(tagint) == sizeof(int), "fix pylal expects 32-bit atom IDs (LAMMPS_SMALLBIG)");
   PyObject *buffer = PyObject_CallMethod(
@@ -273,7 +304,7 @@ void FixPylal::post_force(int vflag)
       view(pair_i.data(), sizeof(int) * pair_i.size(), false),
       view(pair_j.data(), sizeof(int) * pair_j.size(), false),
       view(pair_vec.data(), sizeof(double) * pair_vec.size(), false), view(box, sizeof(box), false),
-      view(stat, sizeof(stat), true));
+      stat_view());
   if (!buffer) python_failure(false);
 
   Py_buffer forces;    // (nall, ncol) float64, C order, written by the reverse communication
@@ -287,26 +318,26 @@ void FixPylal::post_force(int vflag)
   PyObject *stop = PyObject_CallMethod(engine, "finish", "NNN",
                                        view(atom->f[0], sizeof(double) * 3 * nlocal, true),
                                        view(peratom ? peratom[0] : nullptr, sizeof(double) * 3 * nlocal, true),
-                                       view(stat, sizeof(stat), true));
+                                       stat_view());
   PyBuffer_Release(&forces);
   Py_DECREF(buffer);
   if (!stop) python_failure(false);
   Py_DECREF(stop);
 
   if (vflag_global)
-    for (int k = 0; k < 6; ++k) virial[k] += stat[STAT_VIRIAL + k];
-  if (stat[STAT_MESSAGES] > 0) log_messages();
-  if (stat[STAT_STOP] > 0) timer->force_timeout();    // ends the run cleanly, as fix halt does
+    for (int k = 0; k < 6; ++k) virial[k] += stat[i_virial + k];
+  if (stat[i_messages] > 0) log_messages();
+  if (stat[i_stop] > 0) timer->force_timeout();    // ends the run cleanly, as fix halt does
 }
 
 double FixPylal::compute_scalar()
 {
-  return stat[STAT_E_HAL];
+  return stat[i_e_hal];
 }
 
 double FixPylal::compute_vector(int n)
 {
-  return stat[1 + n];    // E, sigma, tau, max f_i, softmax, flags, version
+  return stat[i_vector[n]];    // E, sigma, tau, max f_i, softmax, flags, version
 }
 
 int FixPylal::pack_reverse_comm(int n, int first, double *buf)
@@ -399,6 +430,12 @@ void FixPylal::python_failure(bool all_ranks)
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);
+  }
+  if (engine) {    // the walker's exit record says why the run ended
+    PyObject *done = PyObject_CallMethod(engine, "record_exit", "ss", input_error ? "input_error" : "python_error",
+                                         message.c_str());
+    if (!done) PyErr_Clear();
+    Py_XDECREF(done);
   }
   if (all_ranks) error->all(FLERR, message);
   error->one(FLERR, message);

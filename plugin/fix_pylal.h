@@ -31,12 +31,12 @@ class FixPylal : public Fix {
   void restart(char *) override;
   double memory_usage() override;
 
-  static constexpr int NSTAT = 24;    // layout: STAT_* in pylal/lammps/engine.py
-
  private:
   PyObject *engine;
   class NeighList *list;
-  double stat[NSTAT];
+  std::vector<double> stat;    // per-step scalars; layout declared in pylal/lammps/stat.py
+  int i_e_hal, i_virial, i_stop, i_messages, i_r_cut, i_natoms;    // positions in stat, from Python
+  int i_vector[7];    // the global vector's entries (E, sigma, tau, max f_i, softmax, flags, version)
   double r_cut;
   double *fcomm;    // (nall, ncol) forces being reverse-communicated; memory owned by Python
   int ncol;
@@ -47,6 +47,8 @@ class FixPylal : public Fix {
   std::vector<double> pair_vec;
 
   void build_pairs();
+  void read_stat_layout();
+  PyObject *stat_view();
   void python_failure(bool all_ranks);
   void log_messages();
 };

@@ -18,43 +18,61 @@ pair style's prior when the fix adds the learned part.
 """
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 from ase.calculators.calculator import Calculator, all_changes
 
-from pylal.hal import physics as hal
+from pylal.hal.controller import Decision, HalController, HalRule
 from pylal.model.committee import CommitteeModel
 from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
 
+_RULE_KEYS = {f.name for f in dataclasses.fields(HalRule)}
+
 
 class PylalCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_mean",
-                              "energies_committee", "sigma", "tau", "f_i", "softmax", "f_max"]
+                              "energies_committee", "sigma", "tau", "f_i", "softmax", "f_max", "flag"]
 
-    def __init__(self, params: Parameters | str, tau: float = 0.0, tau_rel: float | None = None,
-                 tau_window: int = 100, eps: float | None = None, check_every: int = 1, **kwargs):
-        """tau: fixed bias strength (eV), or tau_rel: adaptive tau (HAL eq. 12) over `tau_window`
-        steps. f_i is computed every `check_every` calls (0: never); eps defaults to mean |F_bar|."""
+    def __init__(self, params: Parameters | str, rule: HalRule | None = None, **kwargs):
+        """rule: the HAL policy (pylal.hal.controller.HalRule), or its fields as keywords: tau
+        (fixed bias strength, eV) or tau_rel (adaptive tau, HAL eq. 12, over tau_window steps),
+        check_every (f_i every that many calls, 0: never; default 1), eps (default mean |F_bar|),
+        s_tol, f_tol, sigma_tol, cooldown (the flag rule). Each call is one step."""
+        rule_keywords = {k: kwargs.pop(k) for k in list(kwargs) if k in _RULE_KEYS}
         super().__init__(**kwargs)
+        if rule is not None and rule_keywords:
+            raise TypeError(f"PylalCalculator: give a rule or its keywords {sorted(rule_keywords)}, not both")
         if isinstance(params, (str, bytes)) or hasattr(params, "__fspath__"):
             params = Parameters.load(params)
         self.model = CommitteeModel(params)
         self._prior = None  # pylal.prior.evaluate.PriorEvaluator of params.lammps_prior
-        self.fixed_tau = float(tau)
-        self.adaptive = hal.AdaptiveTau(tau_rel, tau_window) if tau_rel is not None else None
-        self.eps = eps
-        self.check_every = int(check_every)
+        self.controller = HalController(rule if rule is not None else HalRule(**rule_keywords))
+        self.decision: Decision | None = None  # of the last call
         self.n_calls = 0
 
     @property
     def params(self) -> Parameters:
         return self.model.params
 
-    def set_parameters(self, params: Parameters):
-        """Swap in a new committee (same or new basis) without creating a new calculator."""
+    @property
+    def adaptive(self):
+        """Adaptive tau (physics.AdaptiveTau), None with a fixed tau."""
+        return self.controller.adaptive
+
+    @property
+    def tau(self) -> float:
+        """tau of the next call."""
+        return self.controller.current_tau()
+
+    def set_parameters(self, params: Parameters, burn_in: bool = True):
+        """Swap in a new committee (same or new basis) without creating a new calculator; adaptive
+        tau burns in again (as `fix pylal` after a swap) unless burn_in is False."""
         self.model.set_parameters(params)
         if self._prior is not None and self._prior.prior != params.lammps_prior:
             self._prior = None
+        if burn_in:
+            self.controller.burn_in()
         self.reset()
 
     def _prior_result(self):
@@ -68,37 +86,27 @@ class PylalCalculator(Calculator):
             self._prior = PriorEvaluator(prior, self.model.spec.species, self.model.spec.r_cut)
         return self._prior.evaluate(self.atoms)
 
-    @property
-    def tau(self) -> float:
-        return self.adaptive.tau if self.adaptive is not None else self.fixed_tau
-
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         pairs = ase_pairs(self.atoms, self.model.spec.r_cut, self.model.spec.species)
-        check = self.check_every > 0 and self.n_calls % self.check_every == 0
-        tau = self.tau
-        biased = self.adaptive is not None or self.fixed_tau != 0.0  # else skip the grad-sigma pass
-        res = self.model.step(pairs, tau=tau, members=check, bias=biased or check)
+        step, hal = self.n_calls, self.controller
+        check = hal.wants_members(step)
+        res = self.model.step(pairs, tau=hal.tau_at(step), members=check, bias=hal.rule.biased or check)
         self.n_calls += 1
         lp = self._prior_result()
         e_lp, f_lp, w_lp = (lp.energy, lp.forces, lp.virial) if lp is not None else (0.0, 0.0, 0.0)
-        f_mean = res.forces_mean + f_lp  # total unbiased force: prior + learned (+ internal ZBL)
-        if self.adaptive is not None:
-            self.adaptive.update(np.linalg.norm(f_mean, axis=1).sum(),
-                                 np.linalg.norm(res.grad_sigma, axis=1).sum())
+        # the prior is common to all members: it enters F_bar (f_i's denominator, adaptive tau's
+        # sum |F_bar|) and every F^k, not the committee's spread (HAL eq. 6)
+        d = self.decision = hal.decide(step, res.forces_mean + f_lp, res.grad_sigma if hal.rule.biased or check else None,
+                                       res.member_forces + f_lp if check else None, res.spread)
         r = self.results
         r["energy"] = r["free_energy"] = res.energy_hal + e_lp
         r["energy_mean"] = res.energy + e_lp
         r["energies_committee"] = res.e_members + res.e_prior + e_lp
         r["forces"] = res.forces + f_lp
-        r["sigma"], r["tau"] = res.sigma, tau
+        r["sigma"], r["tau"] = res.sigma, res.tau
         if self.atoms.pbc.all():
             w = res.virial.reshape(3, 3) + w_lp
             r["stress"] = -w[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] / self.atoms.get_volume()
-        if check:
-            # member forces differ from the mean by the learned part only (the prior is common),
-            # so f_i = (1/K) sum_k |F^k - F_bar| / (|F_bar| + eps) with the total F_bar (HAL eq. 6)
-            eps = self.eps if self.eps is not None else hal.mean_force_norm(f_mean)
-            f = hal.relative_force_uncertainty(res.member_forces + f_lp, f_mean, eps)
-            r["f_i"] = f
-            r["softmax"], r["f_max"] = hal.softmax_score(f)
+        if d.check:
+            r["f_i"], r["softmax"], r["f_max"], r["flag"] = d.f_i, d.softmax, d.f_max, d.flag

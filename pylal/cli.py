@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _demo(args):
-    from pylal.hal.ase_loop import LoopSettings, hal_loop
+    from pylal.ase_loop import LoopSettings, hal_loop
     from pylal.model.basis import BasisSpec
     from pylal.reference import label, make_calculator
     from pylal.sampling import diamond_si, oracle_md
@@ -148,7 +148,7 @@ def main(argv=None):
     from pylal.validate.command import add_parser as add_validate_parser  # `pylal validate` (docs/validation.md)
 
     add_validate_parser(sub)
-    from pylal.prior.command import add_parser as add_prior_parser  # `pylal prior` (docs/prior.md)
+    from pylal.prior.cli import add_parser as add_prior_parser  # `pylal prior` (docs/prior.md)
 
     add_prior_parser(sub)
     from pylal.report.command import add_parser as add_report_parser  # `pylal report` (docs/report.md)

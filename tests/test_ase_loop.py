@@ -5,7 +5,7 @@ from ase.build import molecule
 from ase.io import read
 
 from pylal.calculator import PylalCalculator
-from pylal.hal.ase_loop import LoopSettings, _langevin, hal_loop, run_segment
+from pylal.ase_loop import LoopSettings, _langevin, hal_loop, run_segment
 from pylal.model.basis import BasisSpec
 from pylal.reference import label, make_calculator
 from tests.conftest import random_parameters

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from pylal.calculator import PylalCalculator
+from pylal.ase_loop import LoopSettings, force_rmse, hal_loop
 from pylal.fit.committee import fit_parameters
-from pylal.hal.ase_loop import LoopSettings, force_rmse, hal_loop
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 from pylal.reference import label, make_calculator

@@ -34,6 +34,14 @@ from pylal.files import atomic_write
 from pylal.fit.holdout import HeldOut
 
 
+def _exit_record(walker_dir: Path) -> dict | None:
+    """Why a walker's run ended, as `fix pylal` recorded it (exit_file, pylal/lammps/walker.py)."""
+    try:
+        return json.loads((walker_dir / "pylal_exit.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class Campaign:
     def __init__(self, cfg: CampaignConfig, log=print):
         self.cfg = cfg
@@ -216,8 +224,11 @@ class Campaign:
                             f"walker {walker.cfg.name}: this lmp does not load the pylal plugin. Is pylal installed "
                             f"(pip install .) in {Path(sys.executable).parent.parent}, and not shadowed by a source "
                             f"tree on PYTHONPATH ({os.environ.get('PYTHONPATH', '')!r})? (docs/fix_pylal.md, Loading)")
-                    why = (" (the potential is not yet stable there: atoms flew apart)" if "Lost atoms" in tail
-                           else "")
+                    record = _exit_record(walker.dir) or {}
+                    reason = record.get("reason")
+                    lost = reason == "lost_atoms" or "Lost atoms" in tail  # the log text: fallback
+                    why = (" (the potential is not yet stable there: atoms flew apart)" if lost
+                           else f" ({reason}: {record.get('message', '')})" if reason not in (None, "running") else "")
                     self.say(f"walker {walker.cfg.name} exited with code {code}{why}; its flags are kept; log tail:\n"
                              f"{tail}")
                     walker.restart(self.run / "current.npz")

@@ -47,7 +47,7 @@ def pair_lines(params_path: Path, species: list, r_cut: float) -> list[str]:
     prior = getattr(Parameters.load(params_path), "lammps_prior", None)
     if prior is None:
         return [f"pair_style zero {r_cut:g}", "pair_coeff * *"]
-    from pylal.prior.commands import lammps_commands
+    from pylal.prior.deck import lammps_commands
 
     return lammps_commands(prior, species, r_cut)
 

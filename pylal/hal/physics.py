@@ -15,9 +15,20 @@ def _identity(x):
     return x
 
 
+def committee_spread(e_members, e_mean):
+    """sqrt((1/K) sum_k (E^k - E_bar)^2): the committee's part of sigma~ (HAL eq. 5 without the
+    noise 1/lambda, which more data do not reduce)."""
+    return jnp.sqrt(jnp.mean((e_members - e_mean) ** 2))
+
+
+def sigma_from_spread(spread, noise_precision):
+    """sigma~ = sqrt(1/lambda + spread^2)                                  (HAL eq. 5)"""
+    return jnp.sqrt(1.0 / noise_precision + spread**2)
+
+
 def committee_sigma(e_members, e_mean, noise_precision):
     """sigma~ = sqrt(1/lambda + (1/K) sum_k (E^k - E_bar)^2)            (HAL eq. 5)"""
-    return jnp.sqrt(1.0 / noise_precision + jnp.mean((e_members - e_mean) ** 2))
+    return sigma_from_spread(committee_spread(e_members, e_mean), noise_precision)
 
 
 def bias_coefficients(committee, mean, e_members, e_mean, sigma):
@@ -31,6 +42,12 @@ def bias_coefficients(committee, mean, e_members, e_mean, sigma):
 def hal_energy(energy, tau, sigma):
     """E_HAL = E - tau sigma~                                            (HAL eq. 1)"""
     return energy - tau * sigma
+
+
+def hal_forces(forces_mean, grad_sigma, tau):
+    """F_HAL = F_bar + tau grad sigma~ (minus the gradient of HAL eq. 1): the one place where the
+    applied force is assembled from the unbiased force and the bias direction."""
+    return forces_mean if grad_sigma is None else forces_mean + tau * grad_sigma
 
 
 def mean_force_norm(forces_mean, reduce_sum=_identity):
@@ -55,6 +72,22 @@ def softmax_score(f, reduce_sum=_identity, reduce_max=_identity):
     """
     f_max = float(reduce_max(np.max(f, initial=-np.inf)))
     return 1.0 / float(reduce_sum(np.sum(np.exp(f - f_max)))), f_max
+
+
+def softmax_partials(f) -> tuple[float, float]:
+    """(m, s) = (max_i f_i, sum_i exp(f_i - m)) of this process's atoms; partials of two processes
+    combine exactly by `combine_softmax_partials`, so eq. 8 needs one reduction, not two."""
+    m = float(np.max(f, initial=-np.inf))
+    return m, (float(np.sum(np.exp(f - m))) if np.isfinite(m) else 0.0)
+
+
+def combine_softmax_partials(m1, s1, m2, s2) -> tuple[float, float]:
+    if np.isnan(m1) or np.isnan(m2):  # a non-finite f_i stays visible on every process
+        return np.nan, np.nan
+    m = max(m1, m2)
+    if not np.isfinite(m):
+        return m, s1 + s2
+    return m, s1 * np.exp(m1 - m) + s2 * np.exp(m2 - m)
 
 
 def triggered(s: float, f_max: float, s_tol: float | None = 0.5, f_tol: float | None = None,

@@ -42,12 +42,11 @@ import numpy as np  # noqa: E402
 import vesin  # noqa: E402
 
 from pylal.lammps import engine as eng  # noqa: E402
+from pylal.lammps import stat as layout  # noqa: E402
 from pylal.lammps.settings import FixArgumentError  # noqa: E402
 
-# names accepted by last_stat -> index into the engine's stat array
-STAT_NAMES = {"e_hal": eng.STAT_E_HAL, "e": eng.STAT_E, "sigma": eng.STAT_SIGMA, "tau": eng.STAT_TAU,
-              "f_max": eng.STAT_F_MAX, "softmax": eng.STAT_SOFTMAX, "flags": eng.STAT_FLAGS,
-              "version": eng.STAT_VERSION, "stop": eng.STAT_STOP, "swaps": eng.STAT_SWAPS}
+# names accepted by last_stat (fields of pylal/lammps/stat.py)
+STAT_NAMES = ("e_hal", "e", "sigma", "tau", "f_max", "softmax", "flags", "version", "stop", "swaps")
 
 _INSTANCES: dict[int, "_Instance"] = {}  # LAMMPS instance address -> its engine and state
 
@@ -61,7 +60,7 @@ class _Instance:
         self.lmp = lmp
         self.engine = engine
         self.cut_ghost = cut_ghost
-        self.stat = np.zeros(eng.STAT_SIZE)
+        self.stat = np.zeros(layout.SIZE)
         self.ghost_key = None  # identifies the current ghost set (changes when LAMMPS reneighbours)
         self.x_ref = None  # positions when that ghost set was built
         self.neighbors = vesin.NeighborList(cutoff=engine.r_cut, full_list=True)
@@ -119,7 +118,7 @@ def _check_ghost_shell(inst: _Instance, x: np.ndarray, key) -> None:
     if key != inst.ghost_key:
         inst.ghost_key, inst.x_ref = key, x.copy()
     moved = float(np.sqrt(((x - inst.x_ref) ** 2).sum(axis=1).max(initial=0.0)))
-    moved = engine._max(moved)
+    moved = engine.comm.max(moved)
     if inst.cut_ghost - 2 * moved < 2 * engine.r_cut:
         raise FixArgumentError(
             f"pylal (python/invoke): the ghost shell must reach 2 r_cut = {2 * engine.r_cut:g} A beyond "
@@ -162,6 +161,7 @@ def post_force(lmp_ptr, vflag=0) -> None:
     lo, hi, xy, yz, xz, periodic, _ = lmp.extract_box()
     box = np.array([*lo, *hi, xy, xz, yz, *periodic], dtype=np.float64)
     step = lmp.extract_global("ntimestep")
+    inst.stat[layout.INDEX["natoms"]] = lmp.get_natoms()
     engine.evaluate(step, n_local, len(order), np.ascontiguousarray(x[order]),
                     np.ascontiguousarray(types[order], np.int32), np.ascontiguousarray(tags[order], np.int32),
                     pair_i, pair_j, vectors, box, inst.stat, n_centers=n_centres)
@@ -180,4 +180,4 @@ def last_stat(lmp_ptr, name: str = "e_hal") -> float:
     parameters), stop (1 when on_flag stop fired), swaps."""
     if name not in STAT_NAMES:
         raise ValueError(f"pylal last_stat: unknown name '{name}' (known: {', '.join(STAT_NAMES)})")
-    return float(_instance(lmp_ptr).stat[STAT_NAMES[name]])
+    return float(_instance(lmp_ptr).stat[layout.INDEX[name]])

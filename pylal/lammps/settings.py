@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pylal.hal.controller import HalRule
+
 ON_FLAG = ("continue", "stop", "wait")
 
 
@@ -37,12 +39,19 @@ class FixSettings:
     wait_timeout: float = 600.0  # on_flag wait: seconds to wait for a new version, then continue
     trace: str | None = None  # CSV file: one row per check step (step, version, tau, sigma, max f_i, ...)
     stop_file: str | None = None  # when this file exists (checked every check step), the run ends cleanly
+    exit_file: str | None = "pylal_exit.json"  # why the run ended (JSON, pylal/lammps/walker.py); `none` = off
+
+    def rule(self) -> HalRule:
+        """The HAL policy (tau, f_i, flag rule) these keywords set, for the controller."""
+        return HalRule(tau=self.tau, tau_rel=self.tau_rel, tau_window=self.tau_window, eps=self.eps,
+                       check_every=self.check_every, s_tol=self.s_tol, f_tol=self.f_tol, sigma_tol=self.sigma_tol,
+                       cooldown=self.cooldown, stop_on_flag=self.on_flag == "stop")
 
 
 _FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "sigma_tol", "wait_timeout"}
 _INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
 _CHOICE = {"on_flag": ON_FLAG}
-_STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file"}
+_STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file", "exit_file"}
 KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)
 
 
@@ -110,4 +119,6 @@ def parse_fix_args(args: list[str], ntypes: int | None = None) -> FixSettings:
         raise FixArgumentError("fix pylal: 'server' given as an address needs 'token FILE' (or give the server's run folder)")
     watch = values.get("watch", values["params_path"])
     values["watch"] = None if watch == "none" else watch
+    if values.get("exit_file") == "none":
+        values["exit_file"] = None
     return FixSettings(**values)

@@ -37,7 +37,7 @@ class BasisSpec:
     n_max: int = 8
     l_max: int = 4
     # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom).
-    # None disables it. See pylal.model.prior.
+    # None disables it. See pylal.model.zbl.
     prior: tuple[float, float] | None = (1.2, 1.8)
 
     def __post_init__(self):

@@ -1,12 +1,14 @@
-"""Committee potential: one jitted call gives committee energies, sigma and the HAL forces.
+"""Committee potential: one jitted call gives the committee energies, the unbiased force F_bar and
+the bias direction grad sigma~ (and, on check steps, every member's force).
 
 Uses the linearity of E^k = c^k . B (HAL sec. 2): the committee energies need only the summed
 basis B, and every force is one reverse pass through the basis with a coefficient vector as
-cotangent. The HAL force -grad(E_bar - tau sigma) = -(c_bar - tau w) . grad B with
-w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma) (HAL eqs. 9-10), so a HAL step is the mean step
-with one extra cotangent (w, needed separately for adaptive tau). Per-member forces for f_i
-(HAL eq. 6) contract all K + 2 coefficient vectors with dE/d(density) per centre, without the
-explicit pair Jacobian (`member_gradients`).
+cotangent: F_bar with c_bar, grad sigma~ with w = sum_k (E^k - E_bar)(c^k - c_bar) / (K sigma)
+(HAL eqs. 9-10). Those two always come from the same reverse pass (autodiff), on check steps too;
+the HAL force F_bar + tau grad sigma~ is assembled outside the compiled step (StepResult.forces,
+physics.hal_forces), so tau is not an argument of the compiled code. Per-member forces for f_i
+(HAL eq. 6) contract the K coefficient vectors with dE/d(density) per centre, without the explicit
+pair Jacobian (`member_gradients`).
 
 Atom and pair counts are padded to size buckets (see `bucket`) so MD does not recompile.
 """
@@ -25,7 +27,7 @@ from pylal.model.basis import BasisSpec, atomic_features, power_spectrum
 from pylal.model.member_gradients import member_gradients, neighbor_slots, pair_expansion
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
-from pylal.model.prior import species_charges, zbl_pair_energy
+from pylal.model.zbl import species_charges, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
@@ -47,15 +49,26 @@ class StepResult:
     e_members: np.ndarray  # (K,) committee energies E^k (learned part, without the prior)
     e_mean: float  # E_bar = c_bar . B
     e_prior: float  # repulsive prior energy
+    spread: float  # sqrt((1/K) sum_k (E^k - E_bar)^2), the committee part of sigma~
     sigma: float  # sigma~ (HAL eq. 5)
     tau: float
-    forces: np.ndarray  # (n_atoms, 3) HAL forces: prior + mean + tau * grad sigma
     forces_mean: np.ndarray  # (n_atoms, 3) prior + mean forces (unbiased)
     grad_sigma: np.ndarray  # (n_atoms, 3) grad_{r} sigma~ (bias force = tau * grad_sigma)
-    virial: np.ndarray  # (3, 3) LAMMPS convention, sum r_ij (x) f_ij, includes the bias
+    virial_mean: np.ndarray  # (3, 3) LAMMPS convention, sum r_ij (x) f_ij of the unbiased forces
+    virial_sigma: np.ndarray  # (3, 3) the same of grad sigma~ (bias virial = tau * virial_sigma)
     member_forces: np.ndarray | None = None  # (K, n_atoms, 3) prior + member k (unbiased)
     member_virials: np.ndarray | None = None  # (K, 3, 3) prior + member k
     atom_sigma: np.ndarray | None = None  # (n_centers,) std over members of each atom's energy
+
+    @property
+    def forces(self) -> np.ndarray:
+        """F_HAL = F_bar + tau grad sigma~."""
+        return hal.hal_forces(self.forces_mean, self.grad_sigma, self.tau)
+
+    @property
+    def virial(self) -> np.ndarray:
+        """Virial of F_HAL (includes the bias)."""
+        return hal.hal_forces(self.virial_mean, self.virial_sigma, self.tau)
 
     @property
     def energy(self) -> float:
@@ -70,7 +83,7 @@ class StepResult:
 
 def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
           vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
-          mean, committee, noise_precision, tau):
+          mean, committee, noise_precision):
     # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
     # energy_mask: centres whose energies count in E (the owned atoms; a subset when ghost
     # centres are evaluated only to complete the forces on owned atoms).
@@ -90,30 +103,21 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
         # full list: each pair seen from both atoms, so half the pair energy per entry
         return 0.5 * jnp.sum(mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
 
-    with_members = mode == "members"
-    if with_members:  # all K + 2 coefficient vectors contracted per centre (member_gradients)
-        expansion = pair_expansion(spec, vectors, centers, neighbor_species, n_centers)
-        feats = power_spectrum(spec, expansion.density)
-    else:  # one reverse pass with 1 (mean) or 2 (mean, w) cotangents
-        feats, pullback = jax.vjp(learned_features, vectors)
+    feats, pullback = jax.vjp(learned_features, vectors)  # one reverse pass per coefficient vector
     s, dp = spec.n_species, spec.n_per_species
     b_local = jax.ops.segment_sum(feats * energy_mask[:, None], center_species, num_segments=s).reshape(-1)
     e_prior_local = prior_energies(vectors, pair_mask * energy_mask[centers])
-    g_prior = jax.grad(prior_energies)(vectors, pair_mask)
+    g_prior = jax.grad(prior_energies)(vectors, pair_mask) * pair_mask[:, None]
 
     local = jnp.concatenate([committee @ b_local, (mean @ b_local)[None], e_prior_local[None]])
     total = local if reduce_sum is None else reduce_sum(local)
     e_members, e_mean, e_prior = total[:-2], total[-2], total[-1]
 
-    sigma = hal.committee_sigma(e_members, e_mean, noise_precision)
-    w = hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)
-    stack = [mean[None]] + ([w[None]] if mode != "mean" else []) + ([committee] if with_members else [])
-    coefs = jnp.concatenate(stack).reshape(-1, s, dp)
-    if with_members:
-        grads = member_gradients(spec, expansion, centers, slots, pair_mask, center_species, n_slots, coefs)
-    else:
-        cotangents = coefs[:, center_species, :] * center_mask[None, :, None]
-        (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
+    spread = hal.committee_spread(e_members, e_mean)
+    sigma = hal.sigma_from_spread(spread, noise_precision)
+    coefs = [mean] + ([hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)] if mode != "mean" else [])
+    cotangents = jnp.stack(coefs).reshape(-1, s, dp)[:, center_species, :] * center_mask[None, :, None]
+    (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
     grads = grads * pair_mask[None, :, None]
 
     def to_forces(g):  # r_ij = x_j - x_i  ->  F_i += dE/dr_ij, F_j -= dE/dr_ij
@@ -123,14 +127,15 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     def to_virial(g):  # LAMMPS W = sum_pairs (x_i - x_j) (x) f_i = -sum_p r_p (x) dE/dr_p
         return -jnp.einsum("pa,pb->ab", vectors, g)
 
-    g_mean = grads[0] + g_prior * pair_mask[:, None]
-    g_sigma = grads[1] if mode != "mean" else jnp.zeros_like(g_mean)
-    g_hal = g_mean - tau * g_sigma
-    out = dict(e_members=e_members, e_mean=e_mean, e_prior=e_prior, sigma=sigma,
-               forces=to_forces(g_hal), forces_mean=to_forces(g_mean),
-               grad_sigma=-to_forces(g_sigma), virial=to_virial(g_hal))
-    if with_members:
-        g_members = grads[2:] + g_prior * pair_mask[:, None]
+    g_mean = grads[0] + g_prior
+    g_sigma = grads[1] if mode != "mean" else jnp.zeros_like(g_mean)  # d sigma~ / dr_ij
+    out = dict(e_members=e_members, e_mean=e_mean, e_prior=e_prior, spread=spread, sigma=sigma,
+               forces_mean=to_forces(g_mean), grad_sigma=-to_forces(g_sigma),
+               virial_mean=to_virial(g_mean), virial_sigma=-to_virial(g_sigma))
+    if mode == "members":  # the K members contracted per centre (member_gradients), for f_i only
+        expansion = pair_expansion(spec, vectors, centers, neighbor_species, n_centers)
+        g_members = member_gradients(spec, expansion, centers, slots, pair_mask, center_species, n_slots,
+                                     committee.reshape(-1, s, dp)) + g_prior
         out["member_forces"] = jax.vmap(to_forces)(g_members)
         out["member_virials"] = jax.vmap(to_virial)(g_members)
         delta = (committee - mean).reshape(-1, s, dp)[:, center_species, :]  # (K, n_c, dp)
@@ -210,14 +215,14 @@ class CommitteeModel:
                 n_slots = _SLOT_CAPACITY[n_c] = bucket(int(1.25 * most), minimum=8)
         out = self._compiled(mode, n_a, n_slots)(
             vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
-            self._mean, self._committee, self._noise, float(tau))
+            self._mean, self._committee, self._noise)
         out = jax.device_get(out)
         n = pairs.n_atoms
         return StepResult(
             e_members=np.asarray(out["e_members"]), e_mean=float(out["e_mean"]),
-            e_prior=float(out["e_prior"]), sigma=float(out["sigma"]), tau=float(tau),
-            forces=out["forces"][:n], forces_mean=out["forces_mean"][:n],
-            grad_sigma=out["grad_sigma"][:n], virial=np.asarray(out["virial"]),
+            e_prior=float(out["e_prior"]), spread=float(out["spread"]), sigma=float(out["sigma"]),
+            tau=float(tau), forces_mean=out["forces_mean"][:n], grad_sigma=out["grad_sigma"][:n],
+            virial_mean=np.asarray(out["virial_mean"]), virial_sigma=np.asarray(out["virial_sigma"]),
             member_forces=out["member_forces"][:, :n] if members else None,
             member_virials=np.asarray(out["member_virials"]) if members else None,
             atom_sigma=out["atom_sigma"][: pairs.n_centers] if members else None)

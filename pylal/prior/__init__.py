@@ -1,13 +1,13 @@
 """Physics priors for Delta-learning (Shuaibi et al. 2020, eqs. 1-4): E = E_prior + E_ML.
 
   spec.py      LammpsPrior: the prior as a LAMMPS pair style, stored in the parameter file
-  commands.py  lammps_commands(prior, elements, r_cut): the deck's pair_style / pair_coeff lines
+  deck.py      lammps_commands(prior, elements, r_cut): the deck's pair_style / pair_coeff lines
   evaluate.py  PriorEvaluator: energy, forces, virial of an ase.Atoms through LAMMPS (fit, ASE path)
   morse.py     Morse parameters from dimer curves, mixing rules, morse_prior(...)
-  command.py   `pylal prior commands|fit-morse|show`
+  cli.py       `pylal prior commands|fit-morse|show`
 docs/prior.md describes the whole.
 """
-from pylal.prior.commands import lammps_commands
+from pylal.prior.deck import lammps_commands
 from pylal.prior.spec import LammpsPrior, PriorError
 
 __all__ = ["LammpsPrior", "PriorError", "lammps_commands", "PriorEvaluator"]

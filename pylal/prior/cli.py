@@ -25,7 +25,7 @@ def _load_prior(path: str, r_cut: float | None):
 
 
 def _commands(args):
-    from pylal.prior.commands import lammps_commands
+    from pylal.prior.deck import lammps_commands
 
     prior, r_cut = _load_prior(args.params, args.r_cut)
     if prior is None:

@@ -6,9 +6,11 @@ MD (tau = 0) from the start configuration with fresh velocities, f_i checked wit
 tolerance; a flag there is labelled, refitted, and learning resumes. "Exploratory" MD steps are
 all MD steps before the verification run that passes (learning + failed verification steps).
 
-Flags are detected on every check step (every `check_every` force calls, HAL eqs. 6-7), whatever
-the phase of the calculator's call counter; an optional `guard(atoms)` (e.g. a bond stretched far
-beyond equilibrium) catches unphysical configurations the committee does not flag.
+Flags are decided by the calculator's HAL controller (pylal.hal.controller, the same as `fix
+pylal`'s) on every check step (every `check_every` force calls, HAL eqs. 6-8) with the loop's rule
+(`LoopSettings.rule`), whatever the phase of the calculator's call counter; an optional
+`guard(atoms)` (e.g. a bond stretched far beyond equilibrium) catches unphysical configurations the
+committee does not flag.
 
 This is the plain-ASE path (no LAMMPS); the LAMMPS path runs the same committee inside `fix pylal`.
 Works for periodic cells and for molecules (pbc False: no stress, no virial rows).
@@ -30,7 +32,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from pylal.calculator import PylalCalculator
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
-from pylal.hal.physics import triggered
+from pylal.hal.controller import HalRule
 from pylal.model.basis import BasisSpec
 from pylal.model.committee import TRACE_COUNTS
 from pylal.reference.labeling import label
@@ -48,6 +50,8 @@ class LoopSettings:
     n_members: int = 32
     s_tol: float | None = None  # softmax criterion (eq. 8); 1/N-like for large cells
     f_tol: float | None = 0.1  # max_i f_i (eq. 7), size independent
+    sigma_tol: float | None = None  # committee energy spread per atom (eV/atom); none by default
+    cooldown: int = 0  # force calls after a flag without a new one (0: every check step may flag)
     check_every: int = 5  # steps between f_i evaluations
     stable_steps: int = 2000  # learning is stable when this many HAL-MD steps pass without a flag
     max_labels: int = 60  # cap on reference calls (initial + flagged, failures included)
@@ -64,6 +68,16 @@ class LoopSettings:
             raise ValueError(f"LoopSettings.restart: expected 'flagged' or 'start', got {self.restart!r}")
         if self.check_every < 1:
             raise ValueError(f"LoopSettings.check_every must be >= 1, got {self.check_every}")
+
+    def rule(self, tau_rel: float | None = None) -> HalRule:
+        """The HAL policy of the loop's calculators. tau_rel None: a fixed tau = 0 (verification)."""
+        tau = dict(tau_rel=tau_rel, tau_window=self.tau_window) if tau_rel is not None else dict(tau=0.0)
+        return self.flag_rule(HalRule(**tau, check_every=self.check_every))
+
+    def flag_rule(self, rule: HalRule) -> HalRule:
+        """`rule` with the loop's flag criteria; a flag stops the MD segment."""
+        return dataclasses.replace(rule, s_tol=self.s_tol, f_tol=self.f_tol, sigma_tol=self.sigma_tol,
+                                   cooldown=self.cooldown, stop_on_flag=True)
 
 
 def force_rmse(calc, configurations) -> float:
@@ -86,9 +100,11 @@ class Segment:
 
 
 def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings) -> Segment:
-    """Step `dyn` up to n_steps; stop at the first check step that triggers (eqs. 7-8) or at the
-    first configuration the guard rejects. Each step is one force call, so every check step the
-    calculator makes (n_calls % check_every == 0) is seen, even when a refit shifted the phase."""
+    """Step `dyn` up to n_steps; stop at the first check step whose decision says stop (the
+    controller, with the loop's flag rule) or at the first configuration the guard rejects. Each
+    step is one force call, so every check step the calculator makes (n_calls % check_every == 0)
+    is seen, even when a refit shifted the phase."""
+    calc.controller.set_rule(settings.flag_rule(calc.controller.rule))
     atoms = dyn.atoms
     f_seen = 0.0
     for step in range(1, n_steps + 1):
@@ -99,12 +115,12 @@ def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings
             if np.isfinite(atoms.positions).all():
                 raise
             return Segment(step, "guard", f_seen, f"non-finite positions ({type(err).__name__})")
-        r = calc.results
-        if "f_i" not in r:
+        decision = calc.decision
+        if not decision.check:
             continue
-        f_seen = max(f_seen, float(r["f_max"]))
-        if not np.isfinite(r["f_max"]) or triggered(r["softmax"], r["f_max"], settings.s_tol, settings.f_tol):
-            return Segment(step, "flag", float(r["f_max"]))
+        f_seen = max(f_seen, decision.f_max)
+        if decision.stop:
+            return Segment(step, "flag", decision.f_max)
         if settings.guard is not None:
             reason = settings.guard(atoms)
             if reason:
@@ -150,8 +166,7 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
     def rmse_of(params):
         return force_rmse(PylalCalculator(params), held_out) if held_out else None
 
-    calc = PylalCalculator(refit(), tau_rel=settings.tau_rel, tau_window=settings.tau_window,
-                           check_every=settings.check_every)
+    calc = PylalCalculator(refit(), settings.rule(settings.tau_rel))
     atoms = start.copy()
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
@@ -187,7 +202,7 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         if seg.event is None and settings.verify_steps > 0:
             # --- verification: plain MD from the start configuration with the current committee ---
             n_verify += 1
-            vcalc = PylalCalculator(calc.params, tau=0.0, check_every=settings.check_every)
+            vcalc = PylalCalculator(calc.params, settings.rule())
             vatoms = start.copy()
             vatoms.calc = vcalc
             vrng = np.random.default_rng([settings.seed, 7919, n_verify])
@@ -218,9 +233,7 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
             n_failed += 1
             log(f"label failed: {result.error_type}: {result.message}")
         tau_used = calc.tau
-        calc.set_parameters(refit())
-        if settings.reset_tau and calc.adaptive is not None:
-            calc.adaptive.history.clear()  # burn in again: the old |grad sigma| belongs to the old committee
+        calc.set_parameters(refit(), burn_in=settings.reset_tau)  # the old |grad sigma| belongs to the old committee
         rmse = rmse_of(calc.params)
         history.append(dict(iteration=version - 1, phase=phase, event=seg.event, detail=seg.detail,
                             labels=n_labels, failed=n_failed, steps=exploratory(), tau=tau_used,

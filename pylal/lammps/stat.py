@@ -1,0 +1,36 @@
+"""The `stat` array: the per-step scalars the engine hands to its caller (C++ `fix pylal` or the
+python/invoke callback), float64, owned by the caller. Declared here only: the plugin asks
+`Engine.stat_indices(names)` at set-up where each field it uses lives and how long the array is.
+"""
+FIELDS = (
+    "e_hal",  # E_HAL = E - tau sigma~ of all atoms (HAL eq. 1): the fix's scalar
+    "e", "sigma", "tau", "f_max", "softmax", "flags", "version",  # the fix's global vector f_ID[1..7]
+    "virial_xx", "virial_yy", "virial_zz", "virial_xy", "virial_xz", "virial_yz",  # this rank's pairs, of F_HAL
+    "stop",  # 1: end the run (on_flag stop, stop file)
+    "messages",  # number of messages queued on rank 0 (Engine.pop_messages)
+    "r_cut",  # model cutoff (A)
+    "swaps",  # parameter swaps in this run
+    "natoms",  # written by the caller: the system's atom count (to notice lost atoms)
+)
+INDEX = {name: i for i, name in enumerate(FIELDS)}
+SIZE = len(FIELDS)
+VIRIAL = INDEX["virial_xx"]  # 6 entries from here
+VECTOR = ("e", "sigma", "tau", "f_max", "softmax", "flags", "version")
+
+
+def indices(names) -> list[int]:
+    """Positions of `names` (a list, or one space-separated string); 'size' is the array length and
+    'vector' expands to the fix's global vector entries."""
+    if isinstance(names, str):
+        names = names.split()
+    out = []
+    for name in names:
+        if name == "size":
+            out.append(SIZE)
+        elif name == "vector":
+            out.extend(INDEX[v] for v in VECTOR)
+        elif name in INDEX:
+            out.append(INDEX[name])
+        else:
+            raise KeyError(f"pylal stat layout: unknown field '{name}' (known: size, vector, {', '.join(FIELDS)})")
+    return out
