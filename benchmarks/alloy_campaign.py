@@ -38,7 +38,8 @@ from pathlib import Path  # noqa: E402
 from ase.io import read  # noqa: E402
 
 from pylal.campaign.config import CampaignConfig  # noqa: E402
-from pylal.campaign.run import Campaign, holdout_errors  # noqa: E402
+from pylal.campaign.run import Campaign  # noqa: E402
+from pylal.fit.holdout import HeldOut  # noqa: E402
 from pylal.campaign.trace import read_trace  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
 
@@ -85,7 +86,12 @@ def swaps_accepted(walker_dir: Path) -> int:
 def per_temperature(params_path: Path, holdout: list) -> dict:
     params = Parameters.load(params_path)
     temps = sorted({a.info.get("holdout_temperature") for a in holdout} - {None})
-    return {t: holdout_errors(params, [a for a in holdout if a.info.get("holdout_temperature") == t]) for t in temps}
+    out = {}
+    for t in temps:
+        e = HeldOut(params.spec, [a for a in holdout if a.info.get("holdout_temperature") == t],
+                    params.lammps_prior).errors(params)
+        out[t] = {f"holdout_{k}": v for k, v in e.items()}
+    return out
 
 
 def cpu_seconds() -> tuple[float, float]:

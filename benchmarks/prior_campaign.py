@@ -145,8 +145,11 @@ def holdout_rmse(run: Path) -> dict:
 
     from ase.io import read
 
-    from pylal.campaign.run import holdout_errors
+    from pylal.fit.holdout import HeldOut
     from pylal.model.params import Parameters
+
+    def holdout_errors(params, frames):
+        return {f"holdout_{k}": v for k, v in HeldOut(params.spec, frames, params.lammps_prior).errors(params).items()}
 
     out = {}
     try:

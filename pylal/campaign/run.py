@@ -31,7 +31,6 @@ from pylal.campaign.saturation import LearningCurve
 from pylal.campaign.trace import read_trace, summarize
 from pylal.campaign.walkers import Walker
 from pylal.files import atomic_write
-from pylal.fit.holdout import HeldOut
 
 
 def _exit_record(walker_dir: Path) -> dict | None:
@@ -142,14 +141,14 @@ class Campaign:
         if not self.server.ready.wait(300):
             raise RuntimeError("the refit server did not start within 300 s (see RUN/server.log.jsonl)")
         deadline = time.time() + 600
-        while self.server.versions.current() is None:
-            rejected = self.server.stats.get("last_rejection")
+        while self.server.status()["current"] is None:
+            rejected = self.server.status()["stats"].get("last_rejection")
             if rejected:
                 raise RuntimeError(self.no_usable_fit(rejected))
             if time.time() > deadline or not self.server_thread.is_alive():
                 raise RuntimeError("the refit server published no first version (see RUN/server.log.jsonl)")
             time.sleep(0.5)
-        self.say(f"refit server at {self.server.address}: version {self.server.versions.latest()} fitted to "
+        self.say(f"refit server at {self.server.address}: version {self.server.newest_version()} fitted to "
                  f"{len(self.server.initial)} initial configurations")
 
     @staticmethod
@@ -176,12 +175,12 @@ class Campaign:
                                                                           n_atoms=walker.n_atoms)))
             self.say(f"walker {w.name}: {w.temperature:g} K, {w.ranks} rank(s), deck {w.deck}")
 
-    def status_line(self, summaries) -> str:
-        counts = self.server.store.counts()
+    def status_line(self, summaries, status: dict) -> str:
+        counts = status["counts"]
         queue = counts.get("queued", 0) + counts.get("labeling", 0)
-        held = (self.server.stats.get("newest") or {}).get("holdout") or {}
+        held = (status["stats"].get("newest") or {}).get("holdout") or {}
         parts = [f"labels {counts.get('labeled', 0)} (queue {queue}, failed {counts.get('failed', 0)}) "
-                 f"version {self.server.versions.latest()}"
+                 f"version {status['versions'][-1] if status['versions'] else None}"
                  + (f" (held-out F RMSE {held['force_rmse']:.3g} eV/A, rms z {held['force_rms_z']:.2f})"
                     if held.get("force_rms_z") is not None else "")]
         m = self.cfg.termination.quiet_steps
@@ -201,18 +200,20 @@ class Campaign:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
                 return "server_failed"
-            if self.server.stats.get("rejected_in_a_row", 0) >= t.max_rejected_refits:
-                self.say(self.no_usable_fit(self.server.stats["last_rejection"]))
+            status = self.server.status()  # the server's public status (as status.json / pylal status)
+            stats, counts = status["stats"], status["counts"]
+            if stats.get("rejected_in_a_row", 0) >= t.max_rejected_refits:
+                self.say(self.no_usable_fit(stats["last_rejection"]))
                 return "fits_rejected"
-            newest = self.server.versions.latest()
+            newest = status["versions"][-1] if status["versions"] else None
             summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
-            newest_fit = self.server.stats.get("newest") or {}
+            newest_fit = stats.get("newest") or {}
             held = newest_fit.get("holdout") or {}
             if held.get("force_rmse") is not None:
                 curve.add(newest_fit["configs"], held["force_rmse"])
                 message = curve.saturated(t.saturation_labels, t.saturation_gain)
                 if message is not None:
-                    self.say(self.status_line(summaries))
+                    self.say(self.status_line(summaries, status))
                     self.say(message)
                     return "saturated"
             for walker in self.walkers:
@@ -233,13 +234,14 @@ class Campaign:
                              f"{tail}")
                     walker.restart(self.run / "current.npz")
                     self.say(f"walker {walker.cfg.name}: restart {walker.restarts} with seed {walker.seed}")
-            counts = self.server.store.counts()
+            status = self.server.status()
+            counts = status["counts"]
             busy = counts.get("queued", 0) + counts.get("labeling", 0)
             if time.time() - last_print >= every:
-                self.say(self.status_line(summaries))
+                self.say(self.status_line(summaries, status))
                 last_print = time.time()
             if not busy and all(s.quiet_steps >= t.quiet_steps for s in summaries):
-                self.say(self.status_line(summaries))
+                self.say(self.status_line(summaries, status))
                 return "converged"
             if counts.get("labeled", 0) >= t.max_labels:
                 return "max_labels"
@@ -260,36 +262,30 @@ class Campaign:
                 w.kill()
 
     # ---- 5: final fit, held-out errors, validation, report ------------------------------------------
-    def final_fit(self, holdout) -> "Parameters":
+    def final_fit(self):
         """The final fit ([final] method, HAL: ARD) on every label, with progress and a time bound. It
         replaces the newest BRR version only when it finishes, passes the sanity checks and is not
         worse on the held-out set; otherwise the newest BRR version is the final potential."""
         from pylal.fit.bayes import FitTimeout
-        from pylal.fit.checks import fit_problems
-        from pylal.fit.committee import FitSettings, fit_design
-        from pylal.model.params import Parameters
 
-        refitter = self.server.refitter
-        refitter.update_design()
         t0 = time.perf_counter()
-        version = (self.server.versions.latest() or 0) + 1
         f = self.cfg.final
-        newest = Parameters.load(self.server.versions.path(version - 1)) if version > 1 else None
-        settings = FitSettings(method=f.method, n_members=f.n_members, smoothness=refitter.settings.smoothness,
-                               calibrate=refitter.settings.calibrate, ard_seconds=60 * f.max_minutes)
-        self.say(f"final {f.method} fit on {len(refitter.design)} configurations (at most {f.max_minutes:g} min) ...")
-        params, why = None, ""
+        newest = self.server.newest_params()
+        version = (newest.version if newest is not None else 0) + 1
+        n_configs = len(self.server.initial) + len(self.server.labelled_atoms())
+        self.say(f"final {f.method} fit on {n_configs} configurations (at most {f.max_minutes:g} min) ...")
+        params, errors, why = None, {}, ""
         try:
-            params = fit_design(refitter.design, settings, seed=self.cfg.server.fit.seed + version, version=version,
-                                progress=lambda it, kept, sec: self.say(
-                                    f"final fit: iteration {it}, {kept} coefficients kept, {sec:.0f} s"))
-            problems = fit_problems(params, refitter.limits)
+            params, problems, errors = self.server.fit_all(
+                method=f.method, n_members=f.n_members, ard_seconds=60 * f.max_minutes, version=version,
+                seed=self.cfg.server.fit.seed + version,
+                progress=lambda it, kept, sec: self.say(f"final fit: iteration {it}, {kept} coefficients kept, {sec:.0f} s"))
+            params.hyper["final_fit"] = f.method
             if problems:
                 why = "it failed its sanity checks: " + "; ".join(problems)
         except FitTimeout as err:
             why = str(err)
-        errors = holdout.errors(params) if params is not None and not why else {}
-        newest_errors = holdout.errors(newest) if newest is not None else {}
+        newest_errors = self.server.holdout_errors(newest) if newest is not None else {}
         if not why and newest_errors and errors["force_rmse"] > newest_errors["force_rmse"]:
             why = (f"its held-out force RMSE {errors['force_rmse']:.4f} eV/A is worse than version {newest.version}'s "
                    f"{newest_errors['force_rmse']:.4f}")
@@ -303,7 +299,7 @@ class Campaign:
         out = self.run / "final"
         out.mkdir(exist_ok=True)
         params.save(out / "params.npz")
-        dataset = read(self.run / "initial.xyz", index=":") + [a for _, a in self.server.store.labeled_atoms()]
+        dataset = read(self.run / "initial.xyz", index=":") + self.server.labelled_atoms()
         write(out / "dataset.xyz", dataset)
         self.record["timings"]["final_fit"] = time.perf_counter() - t0
         self.record["final"].update(params="final/params.npz", dataset="final/dataset.xyz", version=params.version,
@@ -360,7 +356,7 @@ class Campaign:
                     fit += event.get("seconds", 0.0)
         except (OSError, ValueError):
             pass
-        newest = self.server.versions.latest() if self.server else -1
+        newest = self.server.newest_version() if self.server else -1
         waiting = sum(summarize(read_trace(w.trace), newest).waiting for w in self.walkers)
         md = sum(w.seconds for w in self.walkers) - waiting
         self.record["timings"].update(wall=time.time() - self.t0, md=md, waiting_at_flags=waiting, label=label,
@@ -386,21 +382,22 @@ class Campaign:
             self.stop_walkers()
             # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
             self.stop_server()
-            self.record["termination"].update(reason=reason, newest_version=self.server.versions.latest(),
-                                              newest_version_holdout=(self.server.stats.get("newest") or {}).get("holdout"),
-                                              rejected_refits=self.server.stats.get("rejected_refits", 0))
-            params = self.final_fit(HeldOut(self.server.spec, holdout, self.server.refitter.prior))
+            status = self.server.status()
+            self.record["termination"].update(reason=reason, newest_version=self.server.newest_version(),
+                                              newest_version_holdout=(status["stats"].get("newest") or {}).get("holdout"),
+                                              rejected_refits=status["stats"].get("rejected_refits", 0))
+            params = self.final_fit()
             fin = self.record["final"]
             self.say(f"final potential ({fin['method']}) on {fin['n_configs']} configurations: held-out force RMSE "
                      f"{fin['holdout_force_rmse']:.4f} eV/A, energy RMSE {fin['holdout_energy_rmse'] * 1000:.2f} meV/atom")
             self.say(calibration_line(fin))
-            counts = self.server.store.counts()
+            counts = self.server.status()["counts"]
             n_init = len(initial)
             self.record["final"].update(
                 n_labels=counts.get("labeled", 0), n_failed=counts.get("failed", 0),
                 n_reference_calls=self.record["final"].get("initial_reference_calls", 0)
                 + counts.get("labeled", 0) + counts.get("failed", 0),
-                n_initial=n_init, versions=len(self.server.versions.versions()))
+                n_initial=n_init, versions=len(self.server.status()["versions"]))
             self.timings()
             self.record["status"] = {"converged": "done", "saturated": "saturated"}.get(reason, "unconverged")
             self.save_record()

@@ -7,6 +7,8 @@ errors and calibration (rms z) are computed (pylal.fit.holdout) and recorded wit
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pylal.fit.checks import FitLimits, fit_problems
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
@@ -111,6 +113,16 @@ class Refitter:
             self.design.add(atoms)
             self.last_row = row_id
         return len(new)
+
+    def fit_unpublished(self, seed: int | None = None, version: int | None = None, progress=None, **changes):
+        """(params, problems, held-out errors) of a fit of every label with settings changed by `changes`."""
+        self.update_design()
+        latest = self.versions.latest() or 0
+        settings = dataclasses.replace(self.settings, **changes)
+        params = fit_design(self.design, settings, seed=self.cfg.seed + latest + 1 if seed is None else seed,
+                            version=latest + 1 if version is None else version, progress=progress)
+        errors = self.holdout.errors(params) if self.holdout is not None else {}
+        return params, fit_problems(params, self.limits), errors
 
     def refit(self) -> dict:
         """Fit, check, publish. Returns the pointer dict, or {"rejected": [reasons], ...} when the

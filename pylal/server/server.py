@@ -240,6 +240,29 @@ class Server:
                     walkers=self.walkers, recent_errors=self.store.recent_errors(5),
                     stats=self.stats, time=time.time())
 
+    # ---- what an in-process owner (pylal campaign) may ask --------------------------------------
+    def newest_version(self) -> int | None:
+        return self.versions.latest()
+
+    def newest_params(self) -> Parameters | None:
+        latest = self.versions.latest()
+        return Parameters.load(self.versions.path(latest)) if latest is not None else None
+
+    def labelled_atoms(self) -> list:
+        """Every labelled flag (ase.Atoms with the reference's results), in labelling order."""
+        return [atoms for _, atoms in self.store.labeled_atoms()]
+
+    def holdout_errors(self, params) -> dict:
+        """Held-out errors and calibration of `params` ([fit] holdout_file; {} without one)."""
+        held = self.refitter.holdout
+        return held.errors(params) if held is not None else {}
+
+    def fit_all(self, **settings_changes):
+        """Fit every label now with the refit settings changed by `settings_changes` (e.g. the campaign's
+        final ARD fit), without publishing it. Returns (params, problems of pylal.fit.checks, held-out
+        errors or {}). Call after the server stopped (the design is not shared across threads)."""
+        return self.refitter.fit_unpublished(**settings_changes)
+
     def _write_status(self):
         _atomic_json(self.cfg.run_dir / "status.json", self.status())
 
