@@ -156,7 +156,7 @@ def main() -> int:
                               indent=2, default=str))
     print(f"\nresults: {out.relative_to(ROOT)}; report: {run / 'report' / 'index.html'}")
     print(f"alloy_holdout_force_rmse: {fin['holdout_force_rmse']:.4f} eV/A")
-    return 0 if record["status"] == "done" else 1
+    return 0 if record["status"] in ("done", "saturated") else 1
 
 
 if __name__ == "__main__":

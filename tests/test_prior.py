@@ -207,7 +207,7 @@ def test_engine_does_not_hot_swap_to_another_prior(system):
     from pylal.lammps.engine import Engine
 
     tmp, params = system
-    engine = Engine([str(tmp / "params.npz"), "elements", *ELEMENTS], None, 2)
+    engine = Engine([str(tmp / "params.npz"), "elements", *ELEMENTS, "exit_file", "none"], None, 2)
     other = with_prior(params, LammpsPrior.zbl(ELEMENTS, 1.0, 1.8))
     engine.swap(other, step=10)
     assert engine.params.lammps_prior == PRIOR and "LAMMPS prior differs" in engine.pop_messages()
