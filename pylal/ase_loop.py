@@ -31,6 +31,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from pylal.calculator import PylalCalculator
 from pylal.fit.committee import FitSettings, fit_design
+from pylal.fit.holdout import HeldOut
 from pylal.fit.design import DesignSet, Weights
 from pylal.hal.controller import HalRule
 from pylal.model.basis import BasisSpec
@@ -78,15 +79,6 @@ class LoopSettings:
         """`rule` with the loop's flag criteria; a flag stops the MD segment."""
         return dataclasses.replace(rule, s_tol=self.s_tol, f_tol=self.f_tol, sigma_tol=self.sigma_tol,
                                    cooldown=self.cooldown, stop_on_flag=True)
-
-
-def force_rmse(calc, configurations) -> float:
-    err = []
-    for ref in configurations:
-        a = ref.copy()
-        a.calc = calc
-        err.append(a.get_forces() - ref.get_forces())
-    return float(np.sqrt(np.mean(np.square(np.concatenate(err)))))
 
 
 @dataclasses.dataclass
@@ -163,8 +155,10 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         t_fit += time.perf_counter() - t0
         return params
 
+    held = HeldOut(spec, held_out) if held_out else None  # design rows built once (pylal.fit.holdout)
+
     def rmse_of(params):
-        return force_rmse(PylalCalculator(params), held_out) if held_out else None
+        return held.errors(params)["force_rmse"] if held is not None else None
 
     calc = PylalCalculator(refit(), settings.rule(settings.tau_rel))
     atoms = start.copy()

@@ -169,3 +169,19 @@ def test_learning_saturation_is_detected():
     message = curve.saturated(10, 0.05)  # 0.058 -> 0.057 over the last 10: 1.7%
     assert "saturated" in message and "0.058 to 0.057" in message
     assert curve.saturated(0, 0.05) is None and LearningCurve().saturated(20, 0.05) is None
+
+
+def test_status_shows_calibration_and_rejections():
+    """`pylal status` prints the newest version's held-out rms z and why refits were held back."""
+    from pylal.server.status import format_status
+
+    counts = dict(flagged=3, queued=0, labeling=0, labeled=3, failed=0, dropped=0)
+    stats = dict(newest=dict(version=4, configs=8, calibration_scale=4.2,
+                             holdout=dict(force_rmse=0.0123, force_rms_z=1.17, force_coverage95=0.91)),
+                 rejected_refits=2, rejected_in_a_row=1,
+                 last_rejection=dict(reasons=["cross-validation energy RMSE 1e+05 eV/atom > max_cv_energy_rmse 1"],
+                                     file="versions/rejected_v000005.npz", configs=9, likely_cause="the basis cannot"))
+    text = format_status(dict(run_dir="run", server={}, counts=counts, versions=[1, 2, 3, 4], current={"version": 4},
+                              hold=False, walkers={}, recent_errors=[], stats=stats))
+    assert "rms z 1.17" in text and "scaled by 4.20" in text and "91%" in text
+    assert "REJECTED refits: 2 (1 in a row)" in text and "1e+05 eV/atom" in text and "likely cause" in text

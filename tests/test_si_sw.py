@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pylal.calculator import PylalCalculator
-from pylal.ase_loop import LoopSettings, force_rmse, hal_loop
+from pylal.ase_loop import LoopSettings, hal_loop
 from pylal.fit.committee import fit_parameters
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
@@ -13,6 +13,16 @@ from pylal.reference import label, make_calculator
 from pylal.sampling import diamond_si, oracle_md
 
 SPEC = BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4)
+
+
+def force_rmse(calc, configurations) -> float:
+    """Force RMSE of an ASE calculator against labelled configurations (the calculator path)."""
+    err = []
+    for ref in configurations:
+        a = ref.copy()
+        a.calc = calc
+        err.append(a.get_forces() - ref.get_forces())
+    return float(np.sqrt(np.mean(np.square(np.concatenate(err)))))
 
 
 @pytest.fixture(scope="module")
