@@ -111,13 +111,15 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
     """Fit the design's configurations; draw the calibrated committee; record everything in hyper."""
     t0 = time.perf_counter()
     deadline = t0 + settings.ard_seconds  # ARD: the whole fit, cross-validation included
-    energy_scale, cv = 1.0, None
+    energy_scale = 1.0
     if settings.energy_noise == "cv" and len(design) >= 2 and design.weights.energy > 0:
         # one noise level for energy and force rows (eq. 19) lets force misspecification set the
         # energies' noise too: energies come out loosely fitted and their committee spread 10-30x
-        # their errors. The cross-validation errors of each kind set their relative weight instead.
-        p0 = posterior(design, settings, deadline=deadline).smoothness
-        cv0 = cross_validation(design, settings, (p0,), seed, deadline)
+        # their errors. The cross-validation errors of each kind (of a BRR fit, also before ARD)
+        # set their relative weight instead, within a factor 1e-4..1e6.
+        brr = dataclasses.replace(settings, method="brr")
+        p0 = posterior(design, brr).smoothness
+        cv0 = cross_validation(design, brr, (p0,), seed)
         if len(cv0["err_E"]) and len(cv0["err_F"]):
             sigma_e = np.sqrt(np.mean(cv0["err_E"] ** 2) * design.weights.energy)  # weighted-row units
             sigma_f = np.sqrt(np.mean(cv0["err_F"] ** 2) * design.weights.forces)
