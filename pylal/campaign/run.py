@@ -377,15 +377,14 @@ class Campaign:
             self.start_walkers()
             self.save_record()
             reason = self.monitor()
-            self.record["termination"]["at"] = time.time()
+            status = self.server.status()  # the state the decision was made on (a flag may still follow)
+            self.record["termination"].update(at=time.time(), reason=reason, newest_version=self.server.newest_version(),
+                                              newest_version_holdout=(status["stats"].get("newest") or {}).get("holdout"),
+                                              rejected_refits=status["stats"].get("rejected_refits", 0))
             self.say(f"termination: {reason}")
             self.stop_walkers()
             # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
             self.stop_server()
-            status = self.server.status()
-            self.record["termination"].update(reason=reason, newest_version=self.server.newest_version(),
-                                              newest_version_holdout=(status["stats"].get("newest") or {}).get("holdout"),
-                                              rejected_refits=status["stats"].get("rejected_refits", 0))
             params = self.final_fit()
             fin = self.record["final"]
             self.say(f"final potential ({fin['method']}) on {fin['n_configs']} configurations: held-out force RMSE "
