@@ -40,6 +40,7 @@ def _demo(args):
 def _fit(args):
     from ase.io import read
 
+    from pylal.fit.checks import fit_problems
     from pylal.fit.committee import fit_parameters
     from pylal.fit.design import Weights
     from pylal.model.basis import BasisSpec
@@ -56,7 +57,13 @@ def _fit(args):
     digest = params.save(args.output)
     print(f"fitted {len(data)} configurations, basis size {spec.size}, K={params.n_members}: "
           f"{args.output} (sha256 {digest[:12]})")
-    print("weighted training RMSE:", params.hyper["train_rmse_weighted"])
+    cal = params.hyper["calibration"]
+    if "forces" in cal:
+        print(f"5-fold cross-validation: force RMSE {cal['forces']['rmse']:.4g} eV/A, energy RMSE "
+              f"{1000 * cal['energy'].get('rmse', float('nan')):.3g} meV/atom; committee spread scaled by "
+              f"{cal['scale']:.2f} to match them (calibrate = {cal['method']})")
+    for problem in fit_problems(params):
+        print(f"WARNING: {problem}")
     return 0
 
 

@@ -185,3 +185,21 @@ def test_status_shows_calibration_and_rejections():
                               hold=False, walkers={}, recent_errors=[], stats=stats))
     assert "rms z 1.17" in text and "scaled by 4.20" in text and "91%" in text
     assert "REJECTED refits: 2 (1 in a row)" in text and "1e+05 eV/atom" in text and "likely cause" in text
+
+
+def test_pylal_fit_command(tmp_path, sw, capsys):
+    """`pylal fit DATA.xyz`: a parameter file that loads, and the cross-validation figures printed."""
+    from ase.io import write
+
+    from pylal.cli import main
+    from pylal.model.params import Parameters
+
+    data = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(4)], sw)
+    write(tmp_path / "data.xyz", data)
+    out = tmp_path / "p.npz"
+    assert main(["fit", str(tmp_path / "data.xyz"), "-o", str(out), "--n-max", "4", "--l-max", "2",
+                 "--members", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "5-fold cross-validation: force RMSE" in text and "scaled by" in text and "WARNING" not in text
+    p = Parameters.load(out)
+    assert p.n_members == 4 and p.hyper["calibration"]["scale"] > 0

@@ -127,16 +127,12 @@ class Refitter:
     def refit(self) -> dict:
         """Fit, check, publish. Returns the pointer dict, or {"rejected": [reasons], ...} when the
         fit failed its checks (then nothing is published)."""
-        self.update_design()
-        latest = self.versions.latest() or 0
-        params = fit_design(self.design, self.settings, seed=self.cfg.seed + latest + 1, version=latest + 1)
+        params, problems, errors = self.fit_unpublished()
         params.hyper["last_row"] = self.last_row
         info = dict(n_configs=len(self.design), last_row=self.last_row, calibration_scale=params.hyper[
             "calibration"].get("scale"), fit_seconds=params.hyper["seconds"])
-        if self.holdout is not None:
-            info["holdout"] = self.holdout.errors(params)
-            params.hyper["holdout"] = info["holdout"]
-        problems = fit_problems(params, self.limits)
+        if errors:
+            info["holdout"] = params.hyper["holdout"] = errors
         if problems:
             path = self.versions.reject(params, problems)
             return dict(rejected=problems, file=str(path), **info)
