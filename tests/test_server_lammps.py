@@ -140,7 +140,7 @@ def test_server_killed_mid_run_loses_nothing(tmp_path, initial_data):
         kill_process(server)  # SIGKILL to the server and its label workers
         time.sleep(3.0)  # MD goes on; flags are spooled
         assert lmp.poll() is None
-        server = start_process(config, run, timeout=300)  # it restarts beside 2 busy MD ranks on 2 cores
+        server = start_process(config, run)  # it restarts beside 2 busy MD ranks on 2 cores (timeout 300 s)
         versions, n_flags, _ = check_end_state(run, workdir, lmp)
     finally:
         kill_process(server)

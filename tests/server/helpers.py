@@ -113,7 +113,7 @@ class ThreadServer:
         self.stop()
 
 
-def start_process(config_path, run: Path, timeout=120) -> subprocess.Popen:
+def start_process(config_path, run: Path, timeout=300) -> subprocess.Popen:
     """`pylal serve CONFIG` as a subprocess; returns once RUN/server.json names its pid."""
     (run / "server.json").unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{HERE}", OMP_NUM_THREADS="1")
