@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -25,7 +26,7 @@ from pylal.campaign.cells import campaign_cell, reference_md  # noqa: E402
 from pylal.sampling import snapshot  # noqa: E402
 from pylal.fit.bayes import sample_from_root  # noqa: E402
 from pylal.fit.committee import FitSettings, fit_design, posterior  # noqa: E402
-from pylal.fit.holdout import calibration_stats  # noqa: E402
+from pylal.fit.holdout import HeldOut  # noqa: E402
 from pylal.fit.design import DesignSet, Weights  # noqa: E402
 from pylal.model.basis import BasisSpec  # noqa: E402
 from pylal.reference import make_calculator  # noqa: E402
@@ -76,20 +77,6 @@ def pops_committee(design: DesignSet, n_members: int, seed: int):
     return post.mean, sample_from_root(post.mean, vecs * np.sqrt(np.clip(vals, 0, None)), n_members, seed)
 
 
-def evaluate(spec, weights, mean, committee, frames):
-    """Force errors of the mean and member std per component, from the design rows of the frames."""
-    d = DesignSet(spec, Weights(1.0, 1.0, 0.0))
-    for a in frames:
-        d.add(a)
-    rows, y, kinds = d.arrays()
-    f = kinds == "F"
-    pred = rows[f] @ mean
-    std = (rows[f] @ committee.T).std(axis=1)
-    e = kinds == "E"
-    e_std = (rows[e] @ committee.T).std(axis=1)
-    return dict(forces=calibration_stats(pred - y[f], std), energy=calibration_stats(rows[e] @ mean - y[e], e_std))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -120,15 +107,16 @@ def main():
         except ImportError as err:
             print(f"  pops skipped: {err} (pip install .[uq])")
         results[name] = {}
+        held = {phase: HeldOut(system["spec"], frames) for phase, frames in test.items()}
         print(f"  {'committee':<9} {'phase':<7} {'F rmse':>8} {'rms z':>7} {'cover95':>8} {'E rms z':>8} {'fit s':>6}")
         for cand, (mean, committee, seconds) in candidates.items():
             for phase, frames in test.items():
-                r = evaluate(system["spec"], system["weights"], mean, committee, frames)
+                r = held[phase].errors(SimpleNamespace(mean=mean, committee=committee))
                 results[name].setdefault(cand, {})[phase] = r
-                print(f"  {cand:<9} {phase:<7} {r['forces']['rmse']:8.4f} {r['forces']['rms_z']:7.2f} "
-                      f"{r['forces']['coverage95']:8.2f} {r['energy']['rms_z']:8.2f} {seconds:6.1f}")
-                if cand == "cv" and abs(np.log(r["forces"]["rms_z"])) > abs(np.log(worst)):
-                    worst = r["forces"]["rms_z"]  # the phase farthest from 1
+                print(f"  {cand:<9} {phase:<7} {r['force_rmse']:8.4f} {r['force_rms_z']:7.2f} "
+                      f"{r['force_coverage95']:8.2f} {r['energy_rms_z']:8.2f} {seconds:6.1f}")
+                if cand == "cv" and abs(np.log(r["force_rms_z"])) > abs(np.log(worst)):
+                    worst = r["force_rms_z"]  # the phase farthest from 1
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
