@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from pylal.model.ace import AceSpec
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 
@@ -27,6 +28,16 @@ def si_spec():
 @pytest.fixture
 def sic_spec():
     return BasisSpec(species=("Si", "C"), r_cut=3.5, n_max=4, l_max=2, prior=(1.0, 1.6))
+
+
+@pytest.fixture
+def si_ace_spec():
+    return AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=10)
+
+
+@pytest.fixture
+def sic_ace_spec():
+    return AceSpec(species=("Si", "C"), r_cut=3.5, order=3, max_degree=6, prior=(1.0, 1.6))
 
 
 @pytest.fixture

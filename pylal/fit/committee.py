@@ -24,7 +24,7 @@ import numpy as np
 from pylal.fit.bayes import Posterior, ard_fit, evidence_fit, sample_from_root
 from pylal.fit.design import DesignSet, Weights
 from pylal.fit.holdout import calibration_stats
-from pylal.model.basis import BasisSpec, basis_degrees, constant_columns
+from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 
 
@@ -56,7 +56,7 @@ class FitSettings:
 def reference_energies(spec: BasisSpec, design: DesignSet, indices=None) -> np.ndarray:
     """Prior mean c0 (D,): per-species energies per atom in the constant features, least squares
     of E/N on the composition (minimum norm when one composition cannot separate the species)."""
-    cols = constant_columns(spec)
+    cols = spec.constant_columns()
     c0 = np.zeros(spec.size)
     rows, y, kinds = design.arrays(indices)
     e = kinds == "E"
@@ -77,7 +77,7 @@ def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = 
     if settings.method == "ard":
         seconds = settings.ard_seconds if deadline is None else deadline - time.perf_counter()
         return ard_fit(factor, prior_mean=c0, seconds=seconds, progress=progress)
-    return evidence_fit(factor, basis_degrees(spec), smoothness or settings.smoothness, prior_mean=c0)
+    return evidence_fit(factor, spec.degrees(), smoothness or settings.smoothness, prior_mean=c0)
 
 
 def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple | None, seed: int = 0,

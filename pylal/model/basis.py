@@ -88,6 +88,36 @@ class BasisSpec:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    kind = "power"  # pylal's own power-spectrum basis; pylal.model.ace.AceSpec is ace-jax's ACE basis
+
+    # --- the basis interface used by pylal.model.committee and pylal.fit (shared with AceSpec) ---
+    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask):
+        """Per-centre features d_i (n_centers, n_per_species); padded pairs lie beyond r_cut."""
+        return atomic_features(self, vectors, centers, neighbor_species, n_centers)
+
+    def member_pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species,
+                              pair_mask, node_species, coefs):
+        """dE^m/dr_p (M, P, 3) for coefs (M, S, n_per_species) (pylal.model.member_gradients)."""
+        from pylal.model.member_gradients import member_gradients, pair_expansion
+
+        expansion = pair_expansion(self, vectors, centers, neighbor_species, node_species.shape[0])
+        return member_gradients(self, expansion, centers, slots, pair_mask, node_species, n_slots, coefs)
+
+    def degrees(self) -> np.ndarray:
+        return basis_degrees(self)
+
+    def constant_columns(self) -> np.ndarray:
+        return constant_columns(self)
+
+
+def spec_from_dict(d: dict):
+    """A basis spec from its dict (a parameter file header): BasisSpec, or AceSpec for kind "ace"."""
+    if d.get("kind", "power") == "ace":
+        from pylal.model.ace import AceSpec
+
+        return AceSpec.from_dict(d)
+    return BasisSpec.from_dict({k: v for k, v in d.items() if k != "kind"})
+
 
 SATURATION = 0.05  # how far below -1 the Chebyshev argument may go (T_n(-1.05) <= cosh(n acosh 1.05))
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.hal import physics as hal
-from pylal.model.basis import BasisSpec, atomic_features, power_spectrum
-from pylal.model.member_gradients import member_gradients, neighbor_slots, pair_expansion
+from pylal.model.basis import BasisSpec
+from pylal.model.member_gradients import neighbor_slots
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
 from pylal.model.zbl import species_charges, zbl_pair_energy
@@ -93,7 +93,7 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     neighbor_species = species[neighbors]
 
     def learned_features(v):
-        return atomic_features(spec, v, centers, neighbor_species, n_centers)
+        return spec.atomic_features(v, centers, center_species[centers], neighbor_species, n_centers, pair_mask)
 
     def prior_energies(v, mask):
         if spec.prior is None:
@@ -133,9 +133,9 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
                forces_mean=to_forces(g_mean), grad_sigma=-to_forces(g_sigma),
                virial_mean=to_virial(g_mean), virial_sigma=-to_virial(g_sigma))
     if mode == "members":  # the K members contracted per centre (member_gradients), for f_i only
-        expansion = pair_expansion(spec, vectors, centers, neighbor_species, n_centers)
-        g_members = member_gradients(spec, expansion, centers, slots, pair_mask, center_species, n_slots,
-                                     committee.reshape(-1, s, dp)) + g_prior
+        g_members = spec.member_pair_gradients(vectors, centers, slots, n_slots, center_species[centers],
+                                               neighbor_species, pair_mask, center_species,
+                                               committee.reshape(-1, s, dp)) + g_prior
         out["member_forces"] = jax.vmap(to_forces)(g_members)
         out["member_virials"] = jax.vmap(to_virial)(g_members)
         delta = (committee - mean).reshape(-1, s, dp)[:, center_species, :]  # (K, n_c, dp)

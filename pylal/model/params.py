@@ -1,11 +1,14 @@
 """The one parameter file: basis spec + posterior mean + committee, read by LAMMPS, ASE and the server.
 
-Format `pylal-params/1`: an .npz holding arrays `mean` (D,), `committee` (K, D) and `header`, a JSON
+Format `pylal-params/2`: an .npz holding arrays `mean` (D,), `committee` (K, D) and `header`, a JSON
 string with the basis spec, species, cutoff, fit hyperparameters, noise precision lambda, version,
 optionally `lammps_prior` (a physics prior as a LAMMPS pair style, pylal.prior: the coefficients
 describe the residual to it), and a sha256 content hash over the arrays and the rest of the header.
 A file without a prior has no `lammps_prior` key, so its hash is what it was before priors
-existed. Writes are atomic (temporary file + rename) so a reader never sees half a file.
+existed. The basis dict carries its `kind`: "power" (pylal.model.basis.BasisSpec) or "ace"
+(pylal.model.ace.AceSpec, ace-jax's ACE basis). A `pylal-params/1` file (power basis only, no kind)
+is read as format 2 with kind "power"; its stored hash is checked against the v1 header it was
+written with. Writes are atomic (temporary file + rename) so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from pylal.files import atomic_write
-from pylal.model.basis import BasisSpec
+from pylal.model.basis import BasisSpec, spec_from_dict
 from pylal.prior.spec import LammpsPrior, PriorError
 
-FORMAT = "pylal-params/1"
+FORMAT = "pylal-params/2"
+READABLE = ("pylal-params/1", FORMAT)  # v1: the power basis before the basis dict carried its kind
 
 
 class ParameterFileError(ValueError):
@@ -31,7 +35,7 @@ class ParameterFileError(ValueError):
 
 @dataclasses.dataclass
 class Parameters:
-    spec: BasisSpec
+    spec: BasisSpec  # or pylal.model.ace.AceSpec: the same basis interface
     mean: np.ndarray  # posterior mean c_bar, (D,)
     committee: np.ndarray  # posterior samples c^k, (K, D)
     noise_precision: float  # lambda of HAL eq. 5 (precision of the weighted fit residuals)
@@ -95,8 +99,9 @@ class Parameters:
                 mean, committee = z["mean"], z["committee"]
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise ParameterFileError(f"parameter file {path} is corrupt or not a pylal file: {e}") from e
-        if header.get("format") != FORMAT:
-            raise ParameterFileError(f"parameter file {path}: format {header.get('format')!r}, expected {FORMAT!r}")
+        if header.get("format") not in READABLE:
+            raise ParameterFileError(f"parameter file {path}: format {header.get('format')!r}, "
+                                     f"this pylal reads {' and '.join(READABLE)}")
         stored = header.pop("hash", None)
         if stored != _hash(header, mean, committee):
             raise ParameterFileError(f"parameter file {path}: content hash mismatch (file damaged?)")
@@ -104,7 +109,11 @@ class Parameters:
             prior = LammpsPrior.from_dict(header["lammps_prior"]) if "lammps_prior" in header else None
         except PriorError as err:
             raise ParameterFileError(f"parameter file {path}: bad lammps_prior: {err}") from err
-        return cls(spec=BasisSpec.from_dict(header["basis"]), mean=mean, committee=committee,
+        try:
+            spec = spec_from_dict(header["basis"])
+        except (TypeError, ValueError) as err:
+            raise ParameterFileError(f"parameter file {path}: bad basis {header['basis']}: {err}") from err
+        return cls(spec=spec, mean=mean, committee=committee,
                    noise_precision=header["noise_precision"], version=header["version"],
                    hyper=header.get("hyper", {}), lammps_prior=prior)
 

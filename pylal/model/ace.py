@@ -1,0 +1,142 @@
+"""The field's ACE basis, built and evaluated by ace-jax (ACEsuit, pinned in pyproject), as a pylal basis.
+
+Per centre atom i of species z_i the features are
+
+    d_i = [1, P_i (n_pair pair functions), B_i (n_B symmetric ACE functions of correlation order <= order)]
+
+with ace-jax's species-compact radials (the neighbour species enters through the radial R_nl(r; z_i, z_j),
+not as a separate density channel, so D grows linearly with the species count, not with its square).
+As for pylal's own basis, the centre species selects the block of the coefficient vector, so the
+committee energies are E^k = c^k . (sum_i of the species-blocked d_i) (HAL sec. 2) and everything built
+on `atomic_features` (committee step, design rows, fit, calibration) applies unchanged.
+
+Per-member forces (for f_i, HAL eq. 6, and the design rows) use ace-jax's
+`committee_edge_grad_dense`: dE^k/dr_ij for many coefficient vectors without the explicit edge Jacobian,
+on a dense (centre, neighbour slot) layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+KIND = "ace"
+
+
+@dataclasses.dataclass(frozen=True)
+class AceSpec:
+    """An ACE basis: ace-jax `build_model(species, order, max_degree, rcut=r_cut, wL=wL)`."""
+
+    species: tuple[str, ...]
+    r_cut: float = 3.8
+    order: int = 2  # correlation order (body order - 1)
+    max_degree: int = 16  # total-degree bound of ace-jax's basis selection
+    wL: float = 1.5  # weight of l against n in the total degree
+    # Short-range repulsive ZBL prior switched off between (r_on, r_off); None disables (pylal.model.zbl)
+    prior: tuple[float, float] | None = (1.2, 1.8)
+
+    def __post_init__(self):
+        if not self.species:
+            raise ValueError("AceSpec: species must name at least one element")
+        if not 1 <= self.order <= 4:
+            raise ValueError(f"AceSpec: order={self.order} must be 1..4")
+        if self.max_degree < 1 or self.r_cut <= 0:
+            raise ValueError("AceSpec: need max_degree >= 1 and r_cut > 0")
+
+    kind = KIND
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_pair(self) -> int:
+        return int(ace_basis(self).meta["n_pair"])
+
+    @property
+    def n_many_body(self) -> int:
+        return int(ace_basis(self).meta["n_B"])
+
+    @property
+    def n_per_species(self) -> int:
+        """Features per centre species: constant + pair + many-body."""
+        return 1 + self.n_pair + self.n_many_body
+
+    @property
+    def size(self) -> int:
+        return self.n_species * self.n_per_species
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["species"] = list(self.species)
+        d["prior"] = list(self.prior) if self.prior is not None else None
+        d["kind"] = KIND
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AceSpec":
+        d = {k: v for k, v in d.items() if k != "kind"}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"AceSpec: unknown keys {sorted(unknown)}")
+        d["species"] = tuple(d["species"])
+        if d.get("prior") is not None:
+            d["prior"] = tuple(d["prior"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    # --- the basis interface used by pylal.model.committee and pylal.fit ---
+    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask):
+        """Per-centre features d_i (n_centers, n_per_species). vectors (P, 3) r_j - r_i; centre_species and
+        neighbor_species per pair; pair_mask (P,) 1 for real pairs."""
+        model = ace_basis(self).model
+        many_body, pair = model.site_basis(vectors, center_species, neighbor_species, centers, n_centers,
+                                           pair_mask > 0)
+        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair, many_body], axis=1)
+
+    def member_pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species,
+                              pair_mask, node_species, coefs):
+        """dE^m/dr_p (M, P, 3) of the linear models E^m = sum_i coefs[m, z_i] . d_i (coefs (M, S, n_per_species)),
+        through ace-jax's committee_edge_grad_dense on a dense (centre, slot) layout."""
+        model = ace_basis(self).model
+        n_centers = node_species.shape[0]
+        real = pair_mask > 0
+        row = jnp.where(real, centers, n_centers)  # padded pairs fall outside and are dropped
+        far = jnp.zeros((n_centers, n_slots, 3)).at[:, :, 0].set(2.0 * self.r_cut)
+        rij = far.at[row, slots].set(vectors, mode="drop")
+        zi = jnp.zeros((n_centers, n_slots), jnp.int32).at[row, slots].set(center_species, mode="drop")
+        zj = jnp.zeros((n_centers, n_slots), jnp.int32).at[row, slots].set(neighbor_species, mode="drop")
+        mask = jnp.zeros((n_centers, n_slots), bool).at[row, slots].set(True, mode="drop")
+        n_pair = self.n_pair
+        cp = jnp.moveaxis(coefs[:, :, 1:1 + n_pair], 0, -1)  # (S, n_pair, M)
+        cb = jnp.moveaxis(coefs[:, :, 1 + n_pair:], 0, -1)  # (S, n_B, M)
+        t = model.committee_edge_grad_dense(rij, zi, zj, mask, node_species, cb, cp)  # (n_c, J, M, 3)
+        g = t[jnp.where(real, centers, 0), slots]  # (P, M, 3)
+        return jnp.moveaxis(g, 1, 0) * pair_mask[None, :, None]
+
+    def degrees(self) -> np.ndarray:
+        """Polynomial degree of every coefficient (D,), for the fit's smoothness prior (pylal.fit.bayes):
+        constant 0, pair function n, many-body function sum over its bodies of (n + l)."""
+        basis = ace_basis(self)
+        pair = np.arange(1, self.n_pair + 1, dtype=float)
+        many = np.array([sum(n + l for n, l in bodies) for bodies in basis.nnll_spec], dtype=float)
+        return np.tile(np.concatenate([[0.0], pair, many]), self.n_species)
+
+    def constant_columns(self) -> np.ndarray:
+        return np.arange(self.n_species) * self.n_per_species
+
+
+@functools.lru_cache(maxsize=16)
+def ace_basis(spec: AceSpec):
+    """The ace-jax Basis (model + meta + nnll) of a spec, built once per process (about 1 s)."""
+    from ace_jax.basis.model import build_model
+
+    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL)
