@@ -1,4 +1,5 @@
-"""Command line: `pylal demo`, `pylal fit`, `pylal info`, `pylal serve`, `pylal status`, `pylal rollback`."""
+"""Command line: `pylal demo`, `pylal fit`, `pylal info`, `pylal export`, `pylal serve`, `pylal status`,
+`pylal rollback`, and the commands of the sub-packages added in `main`."""
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,12 @@ def _fit(args):
 
     data = read(args.data, index=":")
     species = tuple(args.species or sorted({s for a in data for s in a.get_chemical_symbols()}))
-    spec = BasisSpec(species=species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max)
+    if args.basis == "ace":
+        from pylal.model.ace import AceSpec
+
+        spec = AceSpec(species=species, r_cut=args.r_cut, order=args.order, max_degree=args.max_degree)
+    else:
+        spec = BasisSpec(species=species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max)
     prior = None
     if args.lammps_prior:  # Delta-learning: fit labels minus this prior (docs/prior.md)
         from pylal.prior.spec import LammpsPrior
@@ -108,6 +114,25 @@ def _campaign(args):
     return run_campaign(args.config, run_dir=args.run_dir)
 
 
+def _export(args):
+    from pylal.model.export import ExportError, write_yace, yace_pair_style
+    from pylal.model.params import ParameterFileError, Parameters
+
+    try:
+        params = Parameters.load(args.params)
+        info = write_yace(params, args.yace)
+    except (ParameterFileError, ExportError) as err:
+        print(f"pylal export: {err}", file=sys.stderr)
+        return 2
+    lines = yace_pair_style(params, Path(args.yace).name)
+    Path(args.yace).with_suffix(".lammps").write_text(lines)
+    print(f"{args.yace}: mean potential of version {params.version}, {info['functions']} PACE functions, "
+          f"lmax {info['lmax']}, nradmax {info['nradmax']} (tabulated radials)")
+    print(f"{Path(args.yace).with_suffix('.lammps')}: the LAMMPS lines (docs/export.md)")
+    print("note: ML-PACE reads tabulated radials only with its tabulated-radial addition, not yet in its releases")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pylal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,8 +147,12 @@ def main(argv=None):
     f.add_argument("-o", "--output", default="params.npz")
     f.add_argument("--species", nargs="*")
     f.add_argument("--r-cut", type=float, default=3.8)
+    f.add_argument("--basis", choices=["power", "ace"], default="power",
+                   help="power: pylal's basis (--n-max, --l-max); ace: ace-jax's ACE (--order, --max-degree)")
     f.add_argument("--n-max", type=int, default=8)
     f.add_argument("--l-max", type=int, default=4)
+    f.add_argument("--order", type=int, default=2, help="ACE correlation order (2)")
+    f.add_argument("--max-degree", type=int, default=16, help="ACE total-degree bound (16)")
     f.add_argument("--method", choices=["brr", "ard"], default="brr")
     f.add_argument("--members", type=int, default=32)
     f.add_argument("--weights", type=float, nargs=3, default=(5.0, 1.0, 1.0), metavar=("W_E", "W_F", "W_V"))
@@ -133,6 +162,10 @@ def main(argv=None):
     i = sub.add_parser("info", help="print a parameter file's header")
     i.add_argument("params")
     i.set_defaults(func=_info)
+    ex = sub.add_parser("export", help="write the mean potential of an ACE parameter file as a PACE .yace")
+    ex.add_argument("params")
+    ex.add_argument("--yace", required=True, help="output .yace (the LAMMPS lines go next to it, .lammps)")
+    ex.set_defaults(func=_export)
     sv = sub.add_parser("serve", help="run the refit server (docs/server.md)")
     sv.add_argument("config", help="server configuration (TOML)")
     sv.set_defaults(func=_serve)

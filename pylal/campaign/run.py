@@ -299,6 +299,7 @@ class Campaign:
         out = self.run / "final"
         out.mkdir(exist_ok=True)
         params.save(out / "params.npz")
+        self.export_yace(params, out / "potential.yace")
         dataset = read(self.run / "initial.xyz", index=":") + self.server.labelled_atoms()
         write(out / "dataset.xyz", dataset)
         self.record["timings"]["final_fit"] = time.perf_counter() - t0
@@ -308,6 +309,21 @@ class Campaign:
                                         "version": newest.version, **newest_errors},
                                     **{f"holdout_{k}": v for k, v in errors.items()})
         return params
+
+    def export_yace(self, params, path):
+        """An ACE potential also goes out as a PACE .yace (+ its LAMMPS lines), for production runs."""
+        if getattr(params.spec, "kind", "") != "ace":
+            return
+        from pylal.model.export import ExportError, write_yace, yace_pair_style
+
+        try:
+            write_yace(params, path)
+        except ExportError as err:
+            self.say(f"WARNING: no .yace written: {err}")
+            return
+        path.with_suffix(".lammps").write_text(yace_pair_style(params, path.name))
+        self.record["final"]["yace"] = str(path.relative_to(self.run))
+        self.say(f"final potential also written as {path} (docs/export.md)")
 
     def validate(self, params):
         if not self.cfg.validate.enabled:

@@ -94,19 +94,31 @@ class AceSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     # --- the basis interface used by pylal.model.committee and pylal.fit ---
-    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask):
+    def arrays(self):
+        """The arrays of the ace-jax model: pass them into compiled code as an argument (`model(arrays)`
+        inside) so XLA does not constant-fold the coupling tables (minutes of compilation otherwise)."""
+        import equinox as eqx
+
+        return eqx.filter(ace_basis(self).model, eqx.is_array)
+
+    def model(self, arrays):
+        import equinox as eqx
+
+        return eqx.combine(arrays, eqx.filter(ace_basis(self).model, eqx.is_array, inverse=True))
+
+    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask, arrays):
         """Per-centre features d_i (n_centers, n_per_species). vectors (P, 3) r_j - r_i; centre_species and
-        neighbor_species per pair; pair_mask (P,) 1 for real pairs."""
-        model = ace_basis(self).model
+        neighbor_species per pair; pair_mask (P,) 1 for real pairs; arrays: `self.arrays()`."""
+        model = self.model(arrays)
         many_body, pair = model.site_basis(vectors, center_species, neighbor_species, centers, n_centers,
                                            pair_mask > 0)
         return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair, many_body], axis=1)
 
     def member_pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species,
-                              pair_mask, node_species, coefs):
+                              pair_mask, node_species, coefs, arrays):
         """dE^m/dr_p (M, P, 3) of the linear models E^m = sum_i coefs[m, z_i] . d_i (coefs (M, S, n_per_species)),
         through ace-jax's committee_edge_grad_dense on a dense (centre, slot) layout."""
-        model = ace_basis(self).model
+        model = self.model(arrays)
         n_centers = node_species.shape[0]
         real = pair_mask > 0
         row = jnp.where(real, centers, n_centers)  # padded pairs fall outside and are dropped

@@ -91,12 +91,15 @@ class BasisSpec:
     kind = "power"  # pylal's own power-spectrum basis; pylal.model.ace.AceSpec is ace-jax's ACE basis
 
     # --- the basis interface used by pylal.model.committee and pylal.fit (shared with AceSpec) ---
-    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask):
+    def arrays(self):
+        return None  # no arrays: the basis is all code (AceSpec passes its tables here)
+
+    def atomic_features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask, arrays):
         """Per-centre features d_i (n_centers, n_per_species); padded pairs lie beyond r_cut."""
         return atomic_features(self, vectors, centers, neighbor_species, n_centers)
 
     def member_pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species,
-                              pair_mask, node_species, coefs):
+                              pair_mask, node_species, coefs, arrays):
         """dE^m/dr_p (M, P, 3) for coefs (M, S, n_per_species) (pylal.model.member_gradients)."""
         from pylal.model.member_gradients import member_gradients, pair_expansion
 

@@ -83,7 +83,7 @@ class StepResult:
 
 def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
           vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
-          mean, committee, noise_precision):
+          mean, committee, noise_precision, basis_arrays):
     # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
     # energy_mask: centres whose energies count in E (the owned atoms; a subset when ghost
     # centres are evaluated only to complete the forces on owned atoms).
@@ -93,7 +93,8 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     neighbor_species = species[neighbors]
 
     def learned_features(v):
-        return spec.atomic_features(v, centers, center_species[centers], neighbor_species, n_centers, pair_mask)
+        return spec.atomic_features(v, centers, center_species[centers], neighbor_species, n_centers, pair_mask,
+                                    basis_arrays)
 
     def prior_energies(v, mask):
         if spec.prior is None:
@@ -135,7 +136,7 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     if mode == "members":  # the K members contracted per centre (member_gradients), for f_i only
         g_members = spec.member_pair_gradients(vectors, centers, slots, n_slots, center_species[centers],
                                                neighbor_species, pair_mask, center_species,
-                                               committee.reshape(-1, s, dp)) + g_prior
+                                               committee.reshape(-1, s, dp), basis_arrays) + g_prior
         out["member_forces"] = jax.vmap(to_forces)(g_members)
         out["member_virials"] = jax.vmap(to_virial)(g_members)
         delta = (committee - mean).reshape(-1, s, dp)[:, center_species, :]  # (K, n_c, dp)
@@ -161,6 +162,7 @@ class CommitteeModel:
         self._mean = jnp.asarray(params.mean)
         self._committee = jnp.asarray(params.committee)
         self._noise = jnp.asarray(float(params.noise_precision))
+        self._basis_arrays = params.spec.arrays()
 
     def _compiled(self, mode: str, n_atoms: int, n_slots: int):
         key = (self.spec, mode, n_atoms, n_slots, self._reduce)
@@ -215,7 +217,7 @@ class CommitteeModel:
                 n_slots = _SLOT_CAPACITY[n_c] = bucket(int(1.25 * most), minimum=8)
         out = self._compiled(mode, n_a, n_slots)(
             vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
-            self._mean, self._committee, self._noise)
+            self._mean, self._committee, self._noise, self._basis_arrays)
         out = jax.device_get(out)
         n = pairs.n_atoms
         return StepResult(

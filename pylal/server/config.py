@@ -35,9 +35,13 @@ class ExecutorConfig:
 class FitConfig:
     species: list = dataclasses.field(default_factory=lambda: ["Si"])
     r_cut: float = 3.8
+    basis: str = "power"  # "power": pylal's basis (r_min, n_max, l_max); "ace": ace-jax's ACE (order, max_degree, wL)
     r_min: float = 1.5
     n_max: int = 8
     l_max: int = 4
+    order: int = 2  # ACE correlation order (body order - 1)
+    max_degree: int = 16  # ACE total-degree bound
+    wL: float = 1.5  # ACE weight of l in the total degree
     prior: list | None = dataclasses.field(default_factory=lambda: [1.2, 1.8])  # [] disables the ZBL prior
     # physics prior as a LAMMPS pair style (docs/prior.md): a table {style, cutoff, coeffs, ...} or a
     # JSON file (`pylal prior fit-morse`); labels minus prior are fitted, every version carries it
@@ -117,6 +121,8 @@ class ServerConfig:
             cfg.fit.lammps_prior_file = str(cfg.run_dir / cfg.fit.lammps_prior_file)
         if cfg.fit.holdout_file:
             cfg.fit.holdout_file = str(cfg.run_dir / cfg.fit.holdout_file)
+        if cfg.fit.basis not in ("power", "ace"):
+            raise ConfigError(f"[fit] basis = {cfg.fit.basis!r}: expected 'power' or 'ace'")
         if cfg.fit.method not in ("brr", "ard"):
             raise ConfigError(f"[fit] method = {cfg.fit.method!r}: expected 'brr' or 'ard'")
         if cfg.fit.calibrate not in ("cv", "none"):

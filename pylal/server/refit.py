@@ -31,6 +31,11 @@ class RefitPolicy:
 
 def spec_from_config(fit_cfg) -> BasisSpec:
     prior = tuple(fit_cfg.prior) if fit_cfg.prior else None
+    if fit_cfg.basis == "ace":
+        from pylal.model.ace import AceSpec
+
+        return AceSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, order=fit_cfg.order,
+                       max_degree=fit_cfg.max_degree, wL=fit_cfg.wL, prior=prior)
     return BasisSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=fit_cfg.r_min,
                      n_max=fit_cfg.n_max, l_max=fit_cfg.l_max, prior=prior)
 
