@@ -10,9 +10,11 @@ from ase.build import bulk
 from conftest import random_parameters
 from lammps_util import NKTV2P, read_dump, run_driver, run_lmp, thermo, write_data
 from pylal.calculator import PylalCalculator
+from pylal.model.ace import AceSpec
 from pylal.model.basis import BasisSpec
 
 SPEC = BasisSpec(species=("Si", "C"), r_cut=3.5, n_max=4, l_max=2, prior=(1.0, 1.6))
+ACE_SPEC = AceSpec(species=("Si", "C"), r_cut=3.5, order=2, max_degree=6, prior=(1.0, 1.6))
 ELEMENTS = ("Si", "C")
 
 
@@ -68,7 +70,19 @@ def virial_of(row):
 @pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.mpi), pytest.param(4, marks=pytest.mark.mpi)])
 def test_lmp_matches_ase_calculator(system, ranks):
     """tau = 0: energy, forces and virial of `lmp` + fix pylal equal the ASE calculator's (1e-9)."""
-    tmp, params, _ = system
+    check_lmp_matches_ase(*system[:2], ranks)
+
+
+@pytest.mark.parametrize("ranks", [1, pytest.param(4, marks=pytest.mark.mpi)])
+def test_lmp_matches_ase_calculator_with_the_ace_basis(tmp_path, ranks):
+    """The same for ace-jax's ACE basis (pylal.model.ace), on 1 and 4 ranks."""
+    params = random_parameters(ACE_SPEC, n_members=8, seed=1)
+    params.save(tmp_path / "params.npz")
+    write_data(sic_cell(), tmp_path / "cell.data", ELEMENTS)
+    check_lmp_matches_ase(tmp_path, params, ranks)
+
+
+def check_lmp_matches_ase(tmp, params, ranks):
     extra = "dump d all custom 1 forces.dump id type x y z fx fy fz\ndump_modify d format float %22.16g"
     run_lmp(deck("tau 0", extra=extra), tmp, ranks=ranks)
     row = thermo((tmp / "log.lammps").read_text())[-1]
