@@ -42,6 +42,17 @@ def test_config_defaults_and_errors(tmp_path):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\nname = "a"\n[[walkers]]\nname = "a"\n'))
     with pytest.raises(ConfigError, match=r"\[fit\] n_max"):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nn_max = "8"\n'))
+    with pytest.raises(ConfigError, match=r"\[fit\] basis = 'pace': expected 'power' or 'ace'"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nbasis = "pace"\n'))
+
+
+def test_the_ace_input_builds_an_ace_basis():
+    from pylal.model.ace import AceSpec
+    from pylal.server.refit import spec_from_config
+
+    cfg = CampaignConfig.load(ROOT / "inputs" / "si" / "campaign_ace.toml")
+    spec = spec_from_config(cfg.server.fit)
+    assert isinstance(spec, AceSpec) and (spec.order, spec.max_degree, spec.size) == (2, 16, 180)
 
 
 def test_quiet_steps_count_only_the_newest_version_since_the_last_flag(tmp_path):
