@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -95,7 +96,8 @@ class CP2KReference(Calculator):
         return work
 
     def kpoints(self, atoms) -> list[int]:
-        """Monkhorst-Pack grid: `kpts`, or ASE's kptdensity2monkhorstpack (odd sizes: Gamma included)."""
+        """Monkhorst-Pack grid: `kpts`, or ceil(2 pi |b_i| kpt_density) along each reciprocal vector b_i
+        (ASE's kptdensity2monkhorstpack): 3x3x3 for the 8-atom Si cube, 2x2x2 for 64 atoms, Gamma from 12.6 A."""
         if not atoms.pbc.all():
             return [1, 1, 1]
         if self.options["kpts"] is not None:
@@ -123,8 +125,11 @@ class CP2KReference(Calculator):
                     cutoff=o["cutoff"] * RY, max_scf=o["max_scf"], charge=o["charge"], uks=o["uks"],
                     multiplicity=o["multiplicity"], stress_tensor=periodic, print_level="LOW", inp=inp)
 
-    def command(self) -> str:
-        return f"exec env OMP_NUM_THREADS={int(self.options['threads'])} {self.options['command']}"
+    def shell_command(self, folder) -> str:
+        """The shell started in `folder` with `threads` OpenMP threads: CP2K's files are then named
+        relative to it (CP2K rejects long paths in its input, e.g. PROJECT of a deep scratch folder)."""
+        return (f"cd {shlex.quote(str(folder))} && exec env OMP_NUM_THREADS={int(self.options['threads'])} "
+                f"{self.options['command']}")
 
     # ---- one label -------------------------------------------------------------------------------
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -136,7 +141,7 @@ class CP2KReference(Calculator):
         try:
             calc = None
             try:
-                calc = CP2K(command=self.command(), label=str(folder / "cp2k"), **self.ase_parameters(work))
+                calc = CP2K(command=self.shell_command(folder), label="cp2k", **self.ase_parameters(work))
                 calc.calculate(work, ["energy", "forces"], all_changes)  # one EVAL_EF: energy, forces, stress
                 results = dict(calc.results)
             except Exception as err:
