@@ -111,6 +111,20 @@ def test_server_labels_with_cp2k_as_ase_does_and_records_its_failures(tmp_path):
 
 
 @pytest.mark.slow
+def test_cp2k_killed_mid_label(tmp_path):
+    """CP2K killed by SIGKILL during its SCF (what the kernel's out-of-memory killer does): a CP2KError
+    with the signal, not numbers; the label's folder is removed."""
+    require_cp2k()
+    killer = "sh -c '(sleep 1.5; kill -9 $$) & exec cp2k_shell'"  # exec: cp2k_shell gets the shell's pid
+    ref = make_calculator("cp2k", **dict(TINY, kpts=[3, 3, 3], cutoff=150.0), command=killer,
+                          scratch=str(tmp_path / "scratch"))
+    failure = label(si_cell(7), ref)
+    assert not failure.ok and failure.error_type == "CP2KError", failure
+    assert "CP2K stopped without results (killed by signal 9" in failure.message, failure.message
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.mark.slow
 def test_molecule_in_vacuum_box_matches_ase(tmp_path):
     """A molecule (pbc False): centred in `vacuum`, Gamma only, no smearing, no stress; translating it
     changes nothing; the label is ASE's CP2K result."""

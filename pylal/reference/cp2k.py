@@ -47,7 +47,7 @@ DEFAULTS = dict(
     uks=False,  # unrestricted (spin-polarised) Kohn-Sham
     multiplicity=None,  # spin multiplicity with uks (None: CP2K's lowest)
     vacuum=6.0,  # A of vacuum on each side of a molecule (pbc all False; Poisson solver MT)
-    command="cp2k_shell",  # the CP2K shell executable (Debian: cp2k_shell -> cp2k.psmp)
+    command="cp2k_shell",  # the CP2K shell command line (Debian: cp2k_shell -> cp2k.psmp; or "cp2k.psmp -s")
     threads=1,  # OMP_NUM_THREADS of CP2K
     scratch="",  # parent of the per-label folders; "": TMPDIR/pylal-cp2k
     keep_files=False,  # keep each label's folder (input, output, wavefunction) for debugging
@@ -76,8 +76,9 @@ class CP2KReference(Calculator):
         o = self.options
         if o["kpts"] is not None and (len(o["kpts"]) != 3 or min(o["kpts"]) < 1):
             raise ValueError(f"cp2k reference: kpts = {o['kpts']!r}: expected three integers >= 1")
-        if shutil.which(o["command"]) is None:
-            raise FileNotFoundError(f"cp2k reference: command {o['command']!r} not found on PATH; install CP2K "
+        program = (shlex.split(o["command"]) or [""])[0]
+        if shutil.which(program) is None:
+            raise FileNotFoundError(f"cp2k reference: command {program!r} not found on PATH; install CP2K "
                                     "(Debian, as root: apt-get install cp2k cp2k-data; `make test` does it)")
         self.scratch = Path(o["scratch"] or Path(tempfile.gettempdir()) / "pylal-cp2k")
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -197,7 +198,8 @@ def _failure_message(out: Path, calc, err: Exception) -> str:
     if code is not None and code < 0:
         status = f"killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
     tail = " | ".join(line.strip() for line in text.splitlines()[-3:] if line.strip())
-    return f"CP2K stopped without results ({status}; {type(err).__name__}: {err})" + (f"; output ends: {tail}" if tail else "")
+    detail = f"{type(err).__name__}: {err}" if str(err) else f"{type(err).__name__} in ASE's CP2K shell"
+    return f"CP2K stopped without results ({status}; {detail})" + (f"; output ends: {tail}" if tail else "")
 
 
 def _check_scf(out: Path, max_scf: int):
