@@ -116,7 +116,7 @@ class CP2KReference(Calculator):
             added = o["added_mos"] if o["added_mos"] is not None else max(8, len(atoms))
             scf += [f"ADDED_MOS {int(added)}", "&SMEAR ON", "METHOD FERMI_DIRAC",
                     f"ELECTRONIC_TEMPERATURE [K] {o['smearing']:g}", "&END SMEAR"]
-        dft = [f"&MGRID", f"REL_CUTOFF [Ry] {o['rel_cutoff']:g}", "&END MGRID", "&SCF", *scf, "&END SCF"]
+        dft = ["&MGRID", f"REL_CUTOFF [Ry] {o['rel_cutoff']:g}", "&END MGRID", "&SCF", *scf, "&END SCF"]
         kpts = self.kpoints(atoms)
         if kpts != [1, 1, 1]:
             dft += ["&KPOINTS", "SCHEME MONKHORST-PACK {} {} {}".format(*kpts), "&END KPOINTS"]
