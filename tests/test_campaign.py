@@ -140,3 +140,33 @@ def test_small_campaign_end_to_end(tmp_path):
     assert 1 <= final["n_labels"] + final["n_failed"] <= sum(r["flagged"] for r in trace)
     assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3
     assert out.strip().splitlines()[-1].startswith("holdout_force_rmse: ")
+
+
+def test_holdout_file_is_used_as_it_is(tmp_path):
+    """[holdout] file: cached labelled configurations (inputs/dft/holdout.xyz) replace the reference MD;
+    a missing file or an unlabelled configuration is a clear error."""
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from pylal.campaign.run import Campaign
+
+    (tmp_path / "in.walker").write_text(DECK.read_text())
+    with pytest.raises(ConfigError, match=r"\[holdout\] file = .*missing.xyz: no such file"):
+        CampaignConfig.load(write_toml(tmp_path / "c.toml", '[holdout]\nfile = "missing.xyz"\n'))
+    frames = []
+    for seed in range(2):
+        atoms = bulk("Si", cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 - seed, forces=np.full((8, 3), 0.1 * seed))
+        frames.append(atoms)
+    write(tmp_path / "held.xyz", frames)
+    cfg = CampaignConfig.load(write_toml(tmp_path / "c.toml", '[holdout]\nfile = "held.xyz"\n'), run_dir=tmp_path / "run")
+    held = Campaign(cfg, log=lambda *a, **k: None).holdout()
+    assert [a.get_potential_energy() for a in held] == [-1.0, -2.0]
+    np.testing.assert_allclose(held[1].get_forces(), 0.1)
+    assert (tmp_path / "run" / "holdout.xyz").exists()
+    write(tmp_path / "bare.xyz", [bulk("Si", cubic=True)])
+    cfg = CampaignConfig.load(write_toml(tmp_path / "c.toml", '[holdout]\nfile = "bare.xyz"\n'), run_dir=tmp_path / "run2")
+    with pytest.raises(ValueError, match=r"bare.xyz: configuration\(s\) \[0\] carry no reference forces"):
+        Campaign(cfg, log=lambda *a, **k: None).holdout()

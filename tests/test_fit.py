@@ -113,3 +113,17 @@ def test_parameter_file_roundtrip_and_errors(tmp_path, si_spec):
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(ParameterFileError, match="hash"):
         Parameters.load(tmp_path / "tampered.npz")
+
+
+def test_calibration_stats_leave_out_components_fixed_by_symmetry():
+    """A perfect crystal's forces: the committee's std is ~1e-16 (symmetry), a DFT label's error is grid
+    noise (1e-4 eV/A); their z would dominate rms z (once it made the cross-validation scale 1e10).
+    They are left out of z, not of the RMSE."""
+    from pylal.fit.holdout import calibration_stats
+
+    err = np.array([0.1, -0.1, 0.2, 1e-4, -2e-4])
+    std = np.array([0.1, 0.1, 0.2, 1e-16, 3e-17])
+    stats = calibration_stats(err, std)
+    assert stats["rms_z"] == pytest.approx(1.0) and stats["coverage95"] == 1.0 and stats["n"] == 5
+    assert stats["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)))
+    assert calibration_stats(err[:3], 0.5 * std[:3])["rms_z"] == pytest.approx(2.0)  # unchanged otherwise

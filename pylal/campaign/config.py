@@ -8,7 +8,8 @@ The server sections ([reference], [executor], [fit], [refit]) are the refit serv
   [hal]          `fix pylal` keywords common to every walker (tau_rel, f_tol, check_every, ...)
   [termination]  no flag for quiet_steps at every walker (HAL: "stable for 5000 steps"), caps
   [holdout]      held-out reference MD that judges the potential (never trained on); one run per
-                 temperature, NVT or (pressure >= 0) with a barostat
+                 temperature, NVT or (pressure >= 0) with a barostat; or a file of labelled
+                 configurations (cached reference MD: a DFT campaign runs no DFT MD)
   [final]        the fit after data generation (ARD, as HAL does)
   [validate]     properties against the reference (pylal/validate)
 Relative paths are relative to the config file's folder, except `run_dir` given on the command line.
@@ -96,6 +97,7 @@ class HoldoutConfig:
     temperatures: list = dataclasses.field(default_factory=list)  # several runs, n_configs each; [] = [temperature]
     pressure: float = -1.0  # bar; < 0: NVT; >= 0: Langevin + isotropic barostat (each phase at its own density)
     equilibrate: int = 200  # steps before the first snapshot (a liquid needs longer to melt)
+    file: str = ""  # labelled configurations (e.g. cached DFT MD, inputs/dft/holdout.xyz) used instead of reference MD
 
 
 @dataclasses.dataclass
@@ -185,6 +187,10 @@ class CampaignConfig:
         holdout = _build(HoldoutConfig, raw.get("holdout", {}), "holdout")
         if not all(isinstance(t, (int, float)) and t > 0 for t in holdout.temperatures):
             raise ConfigError(f"[holdout] temperatures = {holdout.temperatures!r}: expected a list of positive numbers (K)")
+        if holdout.file:
+            holdout.file = str((base / holdout.file).resolve())
+            if not Path(holdout.file).is_file():
+                raise ConfigError(f"[holdout] file = {holdout.file}: no such file")
         final = _build(FinalConfig, raw.get("final", {}), "final")
         if final.method not in ("brr", "ard"):
             raise ConfigError(f"[final] method = {final.method!r}: expected 'ard' or 'brr'")

@@ -113,11 +113,20 @@ class Campaign:
 
     def holdout(self) -> list:
         """Reference MD at each held-out temperature (n_configs snapshots each), NVT or, with
-        [holdout] pressure >= 0, with a barostat; an alloy cell gets its own arrangement per run."""
+        [holdout] pressure >= 0, with a barostat; an alloy cell gets its own arrangement per run.
+        With [holdout] file: those labelled configurations, as they are (no reference MD)."""
         path = self.run / "holdout.xyz"
         if path.exists():
             return read(path, index=":")
         h = self.cfg.holdout
+        if h.file:  # cached reference data (e.g. DFT MD, inputs/dft/make_holdout.py): never recomputed
+            frames = read(h.file, index=":")
+            unlabelled = [i for i, a in enumerate(frames) if a.calc is None or "forces" not in a.calc.results]
+            if unlabelled:
+                raise ValueError(f"[holdout] file {h.file}: configuration(s) {unlabelled[:5]} carry no reference "
+                                 "forces (the held-out set must be labelled)")
+            write(path, frames)
+            return frames
         frames = []
         for k, temperature in enumerate(h.temperatures or [h.temperature]):
             run = reference_md(self.bulk_cell(h.seed + k), self.reference_calculator(), temperature, h.n_configs,
@@ -387,8 +396,8 @@ class Campaign:
             holdout = self.holdout()
             h = self.cfg.holdout
             temperatures = ", ".join(f"{t:g}" for t in h.temperatures or [h.temperature])
-            self.say(f"held-out set: {len(holdout)} snapshots of reference MD at {temperatures} K "
-                     f"({self.run / 'holdout.xyz'}, never trained on)")
+            source = f"from {h.file}" if h.file else f"of reference MD at {temperatures} K"
+            self.say(f"held-out set: {len(holdout)} snapshots {source} ({self.run / 'holdout.xyz'}, never trained on)")
             self.start_server()
             self.start_walkers()
             self.save_record()

@@ -14,10 +14,17 @@ from pylal.fit.design import DesignSet, Weights
 
 
 def calibration_stats(err: np.ndarray, std: np.ndarray) -> dict:
-    """rms z, the fraction inside the 95% interval |z| <= 1.96, and the RMSE (science.md sec. 5)."""
+    """rms z, the fraction inside the 95% interval |z| <= 1.96, and the RMSE (science.md sec. 5).
+
+    Components the committee cannot move (std below 1e-6 of the rms std: forces fixed by symmetry, e.g.
+    in a perfect crystal) say nothing about calibration and are left out of z: their reference error is
+    numerical noise (a DFT grid's 1e-4 eV/A against a std of 1e-16 made one such configuration turn the
+    cross-validation scale into 1e10). The RMSE counts every component."""
     if len(err) == 0:
         return {}
-    z = err / np.maximum(std, 1e-300)
+    err, std = np.asarray(err), np.asarray(std)
+    movable = std > 1e-6 * np.sqrt(np.mean(std**2))
+    z = err[movable] / std[movable] if movable.any() else np.zeros(1)
     return dict(rms_z=float(np.sqrt(np.mean(z**2))), coverage95=float(np.mean(np.abs(z) <= 1.96)),
                 rmse=float(np.sqrt(np.mean(err**2))), n=int(len(err)))
 

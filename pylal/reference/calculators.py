@@ -1,8 +1,9 @@
 """Reference ("oracle") calculators, chosen by name.
 
 ``make_calculator("lammps", ...)`` wraps any LAMMPS pair style (default: Stillinger-Weber Si),
-``"emt"`` and ``"tblite"`` (GFN2-xTB) are built in, and ``"module:factory"`` imports any
-user factory that returns an ASE calculator (VASP, QE, CP2K, ORCA, ...).
+``"emt"``, ``"tblite"`` (GFN2-xTB) and ``"cp2k"`` (DFT, pylal/reference/cp2k.py, docs/dft.md) are
+built in, and ``"module:factory"`` imports any user factory that returns an ASE calculator (VASP, QE,
+ORCA, ...).
 """
 from __future__ import annotations
 
@@ -168,11 +169,17 @@ def _emt(**options):
     return EMT(**options)
 
 
-CALCULATORS = {"lammps": LammpsCalculator, "emt": _emt, "tblite": _tblite}
+def _cp2k(**options):
+    from pylal.reference.cp2k import CP2KReference
+
+    return CP2KReference(**options)
+
+
+CALCULATORS = {"lammps": LammpsCalculator, "emt": _emt, "tblite": _tblite, "cp2k": _cp2k}
 
 
 def make_calculator(name: str, **options) -> BaseCalculator:
-    """ASE calculator by name: ``lammps``, ``emt``, ``tblite`` or ``"module:factory"``."""
+    """ASE calculator by name: ``lammps``, ``emt``, ``tblite``, ``cp2k`` or ``"module:factory"``."""
     if ":" in name:
         module, _, attr = name.partition(":")
         factory = importlib.import_module(module)

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class ReferenceConfig:
-    calculator: str = "lammps"  # make_calculator name: lammps, emt, tblite or "module:factory"
+    calculator: str = "lammps"  # make_calculator name: lammps, emt, tblite, cp2k or "module:factory"
     options: dict = dataclasses.field(default_factory=dict)
     properties: list = dataclasses.field(default_factory=lambda: ["energy", "forces", "stress"])
 

@@ -8,13 +8,15 @@ Both executors share one small interface used by the server's scheduler thread:
 A result is {"ok": True, "results": {...}, "wall_time": s} or {"ok": False, "error": "Type: text",
 "wall_time": s}. Failures are values (pylal.reference.label turns exceptions and NaN/inf results
 into LabelFailure); a task past `timeout` is a failure too: the local executor kills the worker
-process (a hung calculation cannot be interrupted otherwise) and starts a new one; the Dask
+process and everything it started (a hung calculation cannot be interrupted otherwise; the worker runs
+in its own process group, so a DFT code it launched dies with it) and starts a new one; the Dask
 executor cancels the future and restarts that worker through its nanny (Client.restart_workers).
 Retries are the scheduler's job (server.py), so both executors behave the same.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -120,8 +122,10 @@ class _Worker:
         # the child imports the same pylal as this process, whatever the install
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *pythonpath, os.environ.get("PYTHONPATH", "")]))
+        # its own process group: a kill at the timeout also ends what the reference started (cp2k_shell, mpirun)
         self.proc = subprocess.Popen([sys.executable, "-m", "pylal.server.executor", str(child.fileno())],
-                                     pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+                                     pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         child.close()
         self.conn = Connection(parent.detach())
         self.conn.send_bytes(pack({"reference": reference, "pythonpath": list(pythonpath)}))
@@ -129,8 +133,10 @@ class _Worker:
         self.task = None  # (task_id, deadline, started)
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
+        try:  # the worker and every process it started (a DFT code computing a label past its timeout)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
