@@ -49,14 +49,14 @@ SYSTEMS = {
         substitute={"Cu": 0.2}, temperatures=(800.0, 1500.0)),
     "GaN/SW": dict(
         power=BasisSpec(species=("Ga", "N"), r_cut=3.8, n_max=6, l_max=4),
-        ace=AceSpec(species=("Ga", "N"), r_cut=3.8, order=2, max_degree=12),
+        ace=AceSpec(species=("Ga", "N"), r_cut=3.8, order=2, max_degree=14),
         reference=("lammps", dict(potential="sw-gan")), weights=Weights(5, 1, 1),
         bulk=dict(name="GaN", crystalstructure="wurtzite", a=3.19, c=5.19), repeat=(3, 3, 2),
         substitute=None, temperatures=(1000.0, 2000.0)),
     "ethanol/xTB": dict(
         power=BasisSpec(species=("H", "C", "O"), r_cut=4.0, r_min=0.7, n_max=4, l_max=2, prior=(0.5, 0.8)),
         ace=AceSpec(species=("H", "C", "O"), r_cut=4.0, order=2, max_degree=10, prior=(0.5, 0.8)),
-        reference=("xtb", dict(method="GFN2-xTB")), weights=Weights(5, 1, 1),
+        reference=("tblite", dict(method="GFN2-xTB")), weights=Weights(5, 1, 1),
         molecule="CH3CH2OH", temperatures=(600.0,)),
 }
 
