@@ -9,6 +9,7 @@
   wait             on_flag wait: hold MD until the server publishes a newer version
   exit record      `exit_file FILE` (JSON): why the run ended (finished, stop_file, flag_stop,
                    lost_atoms, python_error), at which step, with a message
+  event log        `event_log FILE` (JSON lines): one per guard event / rollback
   messages         queued on rank 0 for LAMMPS's screen and log
 
 Every method that takes no `rank 0` note is collective: all ranks call it at the same step.
@@ -93,6 +94,18 @@ class Walker:
             atomic_write(path, (json.dumps(record) + "\n").encode())
         except OSError as err:
             self.log(f"cannot write the exit record {path}: {err}")
+
+    # ---- event log (rank 0) -------------------------------------------------------------------
+    def record_event(self, record: dict):
+        """Appends one JSON line to `event_log` (guard events and rollbacks; `pylal campaign` reads it)."""
+        path = self.settings.event_log
+        if path is None or self.rank != 0:
+            return
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(dict(record, time=time.time())) + "\n")
+        except OSError as err:
+            self.log(f"cannot append to the event log {path}: {err}")
 
     # ---- hot-swap source ------------------------------------------------------------------
     @staticmethod
