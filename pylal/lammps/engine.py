@@ -290,7 +290,7 @@ class Engine:
         figures = None
         if self.hal.guard is not None:  # what the integrator will use: LAMMPS's forces so far + F_HAL
             self._set_skin(out[STAT["skin"]])
-            figures = local_figures(f_lammps + f_hal, p.pair_vectors, out[STAT["step_length"]])
+            figures = self._guard_figures(p, f_lammps + f_hal, out[STAT["step_length"]])
         d = self.hal.decide(p.step, f_learned + f_prior, grad_sigma, members, p.spread, guard_figures=figures)
         f_lammps[:] += f_hal
         out[STAT["stop"]] = out[STAT["rollback"]] = 0.0
@@ -306,6 +306,10 @@ class Engine:
         out[STAT["guard_events"]] = self.hal.guard.n_events if self.hal.guard is not None else 0
         out[STAT["messages"]] = len(self.walker.messages)
         return int(out[STAT["stop"]])
+
+    def _guard_figures(self, p: PendingStep, forces, step_length: float):
+        """This rank's part of the guard's figures (pylal.hal.guard.local_figures)."""
+        return local_figures(forces, p.pair_vectors, step_length)
 
     def _set_skin(self, skin: float):
         rule = self.hal.guard.rule

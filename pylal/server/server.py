@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from pylal.fit.checks import label_problem
 from pylal.files import atomic_write
 from pylal.model.params import Parameters
 from pylal.server import auth, protocol
@@ -281,7 +282,12 @@ class Server:
                 if result["ok"]:
                     self.store.mark_labeled(row_id, result["results"], result["wall_time"], n)
                     self.log("labeled", row=row_id, seconds=round(result["wall_time"], 3), attempts=n)
-                    self.wake_refit.set()
+                    problem = label_problem(self.store.get_atoms(row_id), self.cfg.fit.max_label_force)
+                    if problem:  # e.g. a guard event's blown-up configuration: labelled, never fitted
+                        self.store.set_status(row_id, "filtered", error=problem)
+                        self.log("filtered", row=row_id, problem=problem)
+                    else:
+                        self.wake_refit.set()
                 elif n <= self.cfg.executor.retries:
                     self.store.set_status(row_id, "queued", attempts=n, error=result["error"][:2000])
                     self.log("retry", row=row_id, attempt=n, error=result["error"])

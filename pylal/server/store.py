@@ -24,7 +24,7 @@ import ase.db
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
-STATUSES = ("queued", "labeling", "labeled", "failed", "dropped")
+STATUSES = ("queued", "labeling", "labeled", "failed", "dropped", "filtered")  # filtered: labelled, kept out of fits
 PROV_KEYS = ("run_id", "walker", "n_ranks", "step", "sigma", "f_max", "softmax", "tau", "params_version",
              "params_hash", "seed")
 
