@@ -120,7 +120,7 @@ def poor_committee(tmp_path_factory):
 
 @pytest.mark.mpi
 def test_poor_committee_driven_hard_survives_by_rollback(poor_committee, tmp_path):
-    steps = 300
+    steps = 200
     (tmp_path / "params.npz").write_bytes(poor_committee.read_bytes())
     write_data(si64(), tmp_path / "cell.data", ("Si",))
     out = run_lmp(HARD.format(steps=steps), tmp_path, ranks=2)
