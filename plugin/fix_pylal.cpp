@@ -286,7 +286,10 @@ void FixPylal::setup(int vflag)
   post_force(vflag);
   const bool rejected = stat[i_rollback] != 0.0;
   stat[i_rollback] = 0.0;    // no rollback at set-up; a start that passes the guard is the first saved state
-  if (rollback_every > 0 && !rejected) save_state();
+  if (rollback_every > 0 && !rejected) {
+    save_state();
+    if (has_checkpoint) write_checkpoint();
+  }
 }
 
 void FixPylal::min_setup(int vflag)

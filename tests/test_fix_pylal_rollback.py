@@ -40,7 +40,7 @@ read_data cell.data
 pair_style zero 3.8
 pair_coeff * *
 neighbor 1.0 bin
-fix ml all pylal params.npz elements Si tau 0 check_every 0 seed 5 rollback_every 1000 guard_fmax 0 guard_rmin 0 guard_sigma_jump 0 event_log events.jsonl flag_dir flags engine tripping_engine:TrippingEngine
+fix ml all pylal params.npz elements Si tau 0 check_every 0 seed 5 rollback_every 1000 guard_fmax 0 guard_rmin 0 guard_sigma_jump 0 event_log events.jsonl flag_dir flags checkpoint ck.data checkpoint_every 0 engine tripping_engine:TrippingEngine
 velocity all create 300 7 mom yes dist gaussian
 velocity all set 40 0 0 sum yes
 fix nve all nve
@@ -84,6 +84,12 @@ def test_rollback_across_migration_restores_saved_state_like_serial(tmp_path):
     assert abs(two[100][:, 5].mean()) < 5.0
     np.testing.assert_allclose(two[100][:, 5:8], frames[1][100][:, 5:8], rtol=0, atol=1e-10)
     np.testing.assert_allclose(two[150][:, 2:8], frames[1][150][:, 2:8], rtol=0, atol=1e-7)
+    # the checkpoint (the state saved at set-up) reads back into LAMMPS as that state
+    work = tmp_path / "np2"
+    run_lmp("units metal\natom_style atomic\nread_data ck.data\n"
+            "write_dump all custom back.dump id xu yu zu vx vy vz modify format float %22.16g\n", work)
+    back = read_dump(work / "back.dump")[0]
+    np.testing.assert_allclose(back[:, 1:7], two[0][:, 2:8], rtol=0, atol=1e-9)
 
 
 HARD = """units metal

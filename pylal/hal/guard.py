@@ -36,7 +36,7 @@ class GuardRule:
     """Thresholds (docs/fix_pylal.md: guard_fmax, guard_rmin, guard_sigma_jump; 0 or None: off)."""
 
     f_max: float | None = 50.0  # eV/A; |F| of a hot liquid is a few eV/A
-    r_min: float | None = 1.0  # A; lower it for hydrogen (H2 bond 0.74 A)
+    r_min: float | None = 0.6  # A; below any bond (H2: 0.74 A)
     sigma_jump: float | None = 10.0  # ratio of sigma to the last accepted step's sigma
     skin: float | None = None  # neighbour skin (A); the step limit is skin / 2; None: not checked
 

@@ -19,19 +19,20 @@ def data_file(step: int, tags, types, x, v, image, box, masses) -> str:
     """Text of a LAMMPS data file; box = (xlo, ylo, zlo, xhi, yhi, zhi, xy, xz, yz, px, py, pz);
     masses[t] for type t = 1..ntypes (entry 0 unused, as LAMMPS's atom->mass)."""
     order = np.argsort(tags)
+    g = "{:.17g}".format  # round-trips a float64 exactly
     lo, hi, tilt = box[0:3], box[3:6], box[6:9]
     lines = [f"LAMMPS data file: fix pylal checkpoint of the good state at step {step}", "",
              f"{len(tags)} atoms", f"{len(masses) - 1} atom types", ""]
     for k, axis in enumerate("xyz"):
-        lines.append(f"{lo[k]!r} {hi[k]!r} {axis}lo {axis}hi")
+        lines.append(f"{g(lo[k])} {g(hi[k])} {axis}lo {axis}hi")
     if np.any(tilt != 0.0):
-        lines.append(f"{tilt[0]!r} {tilt[1]!r} {tilt[2]!r} xy xz yz")
-    lines += ["", "Masses", ""] + [f"{t} {masses[t]!r}" for t in range(1, len(masses))]
+        lines.append(f"{g(tilt[0])} {g(tilt[1])} {g(tilt[2])} xy xz yz")
+    lines += ["", "Masses", ""] + [f"{t} {g(masses[t])}" for t in range(1, len(masses))]
     lines += ["", "Atoms # atomic", ""]
-    lines += [f"{tags[i]} {types[i]} {x[i, 0]!r} {x[i, 1]!r} {x[i, 2]!r} {image[i, 0]} {image[i, 1]} {image[i, 2]}"
+    lines += [f"{tags[i]} {types[i]} {g(x[i, 0])} {g(x[i, 1])} {g(x[i, 2])} {image[i, 0]} {image[i, 1]} {image[i, 2]}"
               for i in order]
     lines += ["", "Velocities", ""]
-    lines += [f"{tags[i]} {v[i, 0]!r} {v[i, 1]!r} {v[i, 2]!r}" for i in order]
+    lines += [f"{tags[i]} {g(v[i, 0])} {g(v[i, 1])} {g(v[i, 2])}" for i in order]
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,7 @@ class FixSettings:
     # blow-up guard and rollback (pylal/hal/guard.py; docs/fix_pylal.md "Guard and rollback")
     guard: str = "yes"  # yes | no: check every step for exploding forces, close contacts, ...
     guard_fmax: float = 50.0  # eV/A: largest |F_i| accepted; 0: off
-    guard_rmin: float = 1.0  # A: shortest pair distance accepted; 0: off
+    guard_rmin: float = 0.6  # A: shortest pair distance accepted (below any bond, H2: 0.74 A); 0: off
     guard_sigma_jump: float = 10.0  # sigma may grow by at most this factor in one step; 0: off
     rollback: str = "yes"  # yes | no: a guard event restores the last good state (no: only flag it)
     rollback_every: int = 10  # steps between saves of the good state
