@@ -117,3 +117,24 @@ def test_ase_segment_reports_the_last_good_state():
     seg = run_segment(_langevin(atoms, settings, np.random.default_rng(0)), calc, 40, settings)
     assert (seg.event, seg.steps, seg.detail) == ("guard", 15, "third check")
     np.testing.assert_array_equal(seg.last_good[0], seen[1])
+
+
+def test_labels_of_blown_up_configurations_stay_out_of_fits():
+    """The Stillinger-Weber reference on a diamond cell with two atoms pushed 0.4 A apart (as in
+    the demo's broken labels) gives forces far beyond max_label_force: the label is kept out of the
+    fit; the same cell thermally rattled is fitted."""
+    from ase.build import bulk
+
+    from pylal.fit.checks import label_problem
+    from pylal.reference import label, make_calculator
+
+    sw = make_calculator("lammps")
+    atoms = bulk("Si", "diamond", 5.431, cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=0)
+    assert label_problem(label(atoms, sw).atoms) is None
+    broken = atoms.copy()
+    neighbour = np.argsort(broken.get_distances(0, range(1, len(broken)), mic=True))[0] + 1
+    d = broken.get_distance(0, neighbour, mic=True, vector=True)
+    broken.positions[neighbour] = broken.positions[0] + 0.4 * d / np.linalg.norm(d)
+    problem = label_problem(label(broken, sw).atoms)
+    assert problem is not None and "max_label_force" in problem

@@ -147,7 +147,7 @@ class Walker:
             while new is None and time.monotonic() < end:  # in slices, to notice a stop file
                 new = self.client.wait_for_version(version + 1, min(1.0, end - time.monotonic()), self.last_flag_id)
                 status = self.client.ack_status.get(self.last_flag_id)
-                if status in ("duplicate", "rejected"):
+                if status in ("duplicate", "rejected", "filtered"):
                     why = f"the server acknowledged the flag as '{status}'"
                     break
                 if s.stop_file is not None and os.path.exists(s.stop_file):

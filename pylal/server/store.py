@@ -111,6 +111,12 @@ class Store:
             rows = list(self.db.select(status="failed", sort="-labeled_at", limit=n))
         return [dict(id=r.id, walker=r.get("walker"), step=r.get("step"), error=r.get("error")) for r in rows]
 
+    def flag_origin(self, row_id: int) -> tuple[str | None, str | None]:
+        """(walker, flag id) a row came from."""
+        with self.lock:
+            row = self.db.get(id=row_id)
+        return row.get("walker"), (row.data.get("provenance") or {}).get("flag_id")
+
     def get_atoms(self, row_id: int):
         with self.lock:
             return self.db.get_atoms(id=row_id)
