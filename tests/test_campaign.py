@@ -140,6 +140,41 @@ def test_small_campaign_end_to_end(tmp_path):
     assert 1 <= final["n_labels"] + final["n_failed"] <= sum(r["flagged"] for r in trace)
     assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3
     assert out.strip().splitlines()[-1].startswith("holdout_force_rmse: ")
+    walker = record["walkers"][0]  # recoveries: every guard event / rollback of fix pylal (none needed here)
+    assert walker["restarts"] == [] and walker["n_rollbacks"] == len(walker["recoveries"])
+
+
+def test_a_dead_walker_restarts_from_its_checkpoint(tmp_path, monkeypatch):
+    """A walker restarts from the last good state fix pylal checkpointed (a copy, with a new seed),
+    and only from its start structure when it died before the first checkpoint; every restart is
+    recorded with its reason and source."""
+    from ase.build import bulk
+
+    from conftest import random_parameters
+    from pylal.campaign import walkers as walkers_module
+    from pylal.lammps.checkpoint import data_file
+    from pylal.model.basis import BasisSpec
+
+    (tmp_path / "in.walker").write_text(DECK.read_text())
+    cfg = CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nspecies = ["Si"]\n[[walkers]]\nname = "a"\n'),
+                              run_dir=tmp_path / "run")
+    params = tmp_path / "p.npz"
+    random_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)).save(params)
+    monkeypatch.setattr(walkers_module.Walker, "start", lambda self: None)
+    walker = walkers_module.Walker(cfg.walkers[0], cfg, params, bulk("Si", "diamond", 5.431, cubic=True), 3.8)
+    assert "checkpoint checkpoint.data" in " ".join(walker.command())
+    first = walker.restart(params, reason="lost_atoms")
+    assert (first["source"], first["data"]) == ("start structure", "start.data")
+    atoms = bulk("Si", "diamond", 5.431, cubic=True)
+    n = len(atoms)
+    box = np.array([0, 0, 0, *np.diag(atoms.cell), 0, 0, 0, 1, 1, 1], dtype=float)
+    walker.checkpoint.write_text(data_file(120, np.arange(1, n + 1), np.ones(n, int), atoms.positions,
+                                           np.zeros((n, 3)), np.zeros((n, 3), int), box, np.array([0.0, 28.0855])))
+    second = walker.restart(params, reason="python_error")
+    assert second["source"] == "checkpoint (step 120)" and second["seed"] == first["seed"] + 1000
+    assert (walker.dir / second["data"]).read_text() == walker.checkpoint.read_text()
+    assert f"data {second['data']}" in " ".join(walker.command())
+    assert [r["reason"] for r in walker.restart_log] == ["lost_atoms", "python_error"]
 
 
 def test_holdout_file_is_used_as_it_is(tmp_path):

@@ -4,7 +4,9 @@
 2. the refit server (pylal/server, in this process) fits version 1 and then labels, refits and
    publishes while the walkers run;
 3. LAMMPS walkers (`mpirun -np N lmp -in DECK`, fix pylal with `on_flag wait`) explore with the
-   HAL bias; a crashed walker restarts with a new seed;
+   HAL bias; fix pylal rolls a blown-up step back to its last good state, and a walker that dies
+   anyway restarts from its last checkpoint with a new seed (campaign.json: walkers[].restarts,
+   walkers[].recoveries);
 4. termination (HAL: "stable for 5000 steps"): every walker ran `quiet_steps` on the newest version
    without a flag, with nothing left to label; or a cap (labels, minutes) ends it unconverged;
 5. the final fit after data generation (ARD, HAL sec. 2.2 eq. 28), the data set, held-out errors,
@@ -241,8 +243,12 @@ class Campaign:
                            else f" ({reason}: {record.get('message', '')})" if reason not in (None, "running") else "")
                     self.say(f"walker {walker.cfg.name} exited with code {code}{why}; its flags are kept; log tail:\n"
                              f"{tail}")
-                    walker.restart(self.run / "current.npz")
-                    self.say(f"walker {walker.cfg.name}: restart {walker.restarts} with seed {walker.seed}")
+                    record = walker.restart(self.run / "current.npz", reason=(reason if reason not in (None, "running")
+                                                                               else "lost_atoms" if lost else f"exit code {code}"))
+                    self.say(f"walker {walker.cfg.name}: restart {walker.restarts} from its {record['source']} "
+                             f"with seed {walker.seed}")
+                    self.record_recoveries()
+                    self.save_record()
             status = self.server.status()
             counts = status["counts"]
             busy = counts.get("queued", 0) + counts.get("labeling", 0)
@@ -258,6 +264,13 @@ class Campaign:
                 return "max_minutes"
             if all(w.returncode is not None for w in self.walkers):
                 return "walkers_ended" if all(w.returncode == 0 for w in self.walkers) else "walkers_failed"
+
+    def record_recoveries(self):
+        """campaign.json: per walker, every restart (reason, from where) and every rollback inside LAMMPS."""
+        for entry, walker in zip(self.record["walkers"], self.walkers):
+            events = walker.recoveries()
+            entry.update(restarts=walker.restart_log, recoveries=events,
+                         n_rollbacks=sum(1 for e in events if e.get("rollback_to") is not None))
 
     def stop_walkers(self, grace: float = 60.0):
         for w in self.walkers:
@@ -408,6 +421,7 @@ class Campaign:
                                               rejected_refits=status["stats"].get("rejected_refits", 0))
             self.say(f"termination: {reason}")
             self.stop_walkers()
+            self.record_recoveries()
             # the server's threads stop first: the final fit uses its design (and prior evaluator) alone
             self.stop_server()
             params = self.final_fit()

@@ -6,8 +6,14 @@ The deck gets these variables (inputs/si/in.walker shows how to use them):
   pair     file with the pair_style / pair_coeff lines: `zero rcut`, or hybrid/overlay with the
            parameter file's LAMMPS prior (pylal.prior, docs/prior.md); the deck does `include ${pair}`
   temp     temperature (K)       press  pressure (bar, < 0: NVT)      steps  longest run
-  seed     random seed           hal    `fix pylal` keywords incl. server, walker, trace, stop_file
+  seed     random seed           hal    `fix pylal` keywords incl. server, walker, trace, stop_file,
+                                        checkpoint, event_log
 plus the walker's own [[walkers]] variables.
+
+Recovery: inside LAMMPS, `fix pylal` rolls a blown-up step back to its last good state (guard
+events go to walkers/NAME/events.jsonl). A walker that dies anyway restarts from the checkpoint
+the fix wrote (walkers/NAME/checkpoint.data, the last good state at most CHECKPOINT_SECONDS old),
+not from its start structure; `restart_log` says why and from where (campaign.json).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from ase.io import read, write
 from pylal.campaign.config import CampaignConfig, WalkerConfig
 
 # one thread per MPI rank (XLA/BLAS threads oversubscribe small machines; docs/fix_pylal.md)
+CHECKPOINT_SECONDS = 20.0  # `checkpoint_every` of the walkers' fix pylal (wall time)
 PINNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
@@ -65,6 +72,12 @@ class Walker:
         self.trace = self.dir / "trace.csv"
         self.stop_file = self.dir / "STOP"
         self.stop_file.unlink(missing_ok=True)
+        self.checkpoint = self.dir / "checkpoint.data"
+        self.checkpoint.unlink(missing_ok=True)
+        self.events = self.dir / "events.jsonl"
+        self.events.unlink(missing_ok=True)
+        self.data = "start.data"  # what the next start reads
+        self.restart_log: list[dict] = []  # one record per restart (reason, from where)
         self.params_path = params_path
         self.species = campaign.species
         self.hal = campaign.hal
@@ -82,8 +95,9 @@ class Walker:
 
     def command(self) -> list[str]:
         fix = (f"{self.hal.fix_keywords(self.cfg.hal)} server {self.run_dir} walker {self.cfg.name} seed {self.seed} "
-               f"on_flag wait trace {self.trace} stop_file {self.stop_file} flag_dir flags watch none")
-        variables = dict(params=self.params_path, elements=" ".join(self.species), data="start.data", pair="pair.in",
+               f"on_flag wait trace {self.trace} stop_file {self.stop_file} flag_dir flags watch none "
+               f"checkpoint {self.checkpoint.name} checkpoint_every {CHECKPOINT_SECONDS:g} event_log {self.events.name}")
+        variables = dict(params=self.params_path, elements=" ".join(self.species), data=self.data, pair="pair.in",
                          rcut=f"{self.r_cut:g}", temp=f"{self.cfg.temperature:g}", press=f"{self.cfg.pressure:g}",
                          steps=self.cfg.steps, seed=self.seed, hal=fix, **self.cfg.variables)
         cmd = [executable("mpirun"), "-np", str(self.cfg.ranks), executable("lmp"), "-in", self.cfg.deck,
@@ -118,12 +132,39 @@ class Walker:
         except OSError:
             return "(no log)"
 
-    def restart(self, params_path: Path):
-        """After a crash: same start structure, new seed, newest parameters."""
+    def restart(self, params_path: Path, reason: str = "") -> dict:
+        """After a crash: from the last checkpoint of fix pylal (else the start structure), new seed
+        (new velocities), newest parameters. Returns the record added to restart_log."""
         self.restarts += 1
         self.seed += 1000
         self.params_path = params_path
+        source = "start structure"
+        if self.checkpoint.exists():  # a copy: the new run rewrites checkpoint.data while it runs
+            self.data = f"checkpoint.{self.restarts}.data"
+            shutil.copyfile(self.checkpoint, self.dir / self.data)
+            source = f"checkpoint ({self.checkpoint_step()})"
+        else:
+            self.data = "start.data"
+        record = dict(restart=self.restarts, time=time.time(), reason=reason, exit_code=self.returncode,
+                      source=source, data=self.data, seed=self.seed)
+        self.restart_log.append(record)
         self.start()
+        return record
+
+    def checkpoint_step(self) -> str:
+        """'step N' from the checkpoint's title line (pylal/lammps/checkpoint.py)."""
+        with open(self.checkpoint) as f:
+            title = f.readline().split()
+        return " ".join(title[-2:]) if len(title) >= 2 and title[-2] == "step" else "step ?"
+
+    def recoveries(self) -> list[dict]:
+        """The guard events and rollbacks fix pylal recorded (events.jsonl), all runs of this walker."""
+        import json
+
+        try:
+            return [json.loads(line) for line in self.events.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return []
 
     def request_stop(self):
         self.stop_file.write_text("campaign finished\n")

@@ -9,6 +9,26 @@ import dataclasses
 import numpy as np
 
 
+MAX_LABEL_FORCE = 50.0  # eV/A ([fit] max_label_force): larger reference forces are kept out of fits
+
+
+def label_problem(atoms, max_force: float | None = MAX_LABEL_FORCE) -> str | None:
+    """Why a labelled configuration must stay out of the fit (None: it may enter). A configuration
+    from a blow-up (a guard event of fix pylal: atoms 0.4 A apart, +70 eV/atom) gets a label like
+    any flag, but labels that large would dominate a least-squares fit whose other rows are
+    eV-scale; it is stored (status 'filtered', with this reason) and never fitted."""
+    try:
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    except Exception:  # no label to judge
+        return None
+    if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+        return "the reference energy or forces are not finite"
+    f_max = float(np.sqrt(np.max(np.sum(np.asarray(forces) ** 2, axis=1), initial=0.0)))
+    if max_force and f_max > max_force:
+        return f"reference forces up to {f_max:.3g} eV/A exceed max_label_force {max_force:g} eV/A"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class FitLimits:
     """[fit] max_cv_energy_rmse (eV/atom) and max_cv_force_rmse (eV/A): cross-validation errors

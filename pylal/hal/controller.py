@@ -10,12 +10,16 @@ It owns
   softmax    s = max_i exp(f_i) / sum_j exp(f_j) (eq. 8)
   flag rule  s > s_tol (eq. 8), max f_i > f_tol (eq. 7), spread / N > sigma_tol (pylal), or a
              non-finite f_i; no new flag within `cooldown` steps of the last one
+  guard      (optional, pylal.hal.guard) every step: a configuration broken beyond learning in place
+             (exploding forces, close contact, sigma jump, too long a step); `decision.guard`
+             says why, and the host rolls back (fix pylal) or restores its last good state (ASE loop)
 and its restart state. The model computes (F_bar, grad sigma~, member forces, spread); the engine
 and the calculator only move data between the model, the controller and their host.
 
 Global sums go through ONE injected reduction `reduce(packed) -> packed` over the vector laid out
-as PACKED: the first N_SUMS entries are summed over processes, the last two are softmax partials
-combined by `combine_packed` (an exact log-sum-exp merge). A check step with a given eps makes one
+as PACKED: the first N_SUMS entries are summed over processes, the guard's figures take the maximum,
+the last two are softmax partials combined by `combine_packed` (an exact log-sum-exp merge). With
+a guard the reduction happens every step (adaptive tau makes one every step anyway). A check step with a given eps makes one
 reduction; with the default eps two, since eps must be global before any f_i exists (eq. 6).
 """
 from __future__ import annotations
@@ -25,16 +29,21 @@ import dataclasses
 import numpy as np
 
 from pylal.hal import physics
+from pylal.hal.guard import GUARD_FIELDS, NEUTRAL, Guard, GuardEvent
 
-PACKED = ("sum_abs_force_mean", "sum_abs_grad_sigma", "n_atoms", "softmax_max", "softmax_sum")
+PACKED = ("sum_abs_force_mean", "sum_abs_grad_sigma", "n_atoms", *(f"guard_{g}" for g in GUARD_FIELDS),
+          "softmax_max", "softmax_sum")
 N_SUMS = 3
+GUARD = slice(N_SUMS, N_SUMS + len(GUARD_FIELDS))  # combined with max
+SOFTMAX = GUARD.stop  # softmax_max; softmax_sum follows
 
 
 def combine_packed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The reduction's operation on two PACKED vectors (commutative and associative)."""
     out = np.empty(len(PACKED))
     out[:N_SUMS] = a[:N_SUMS] + b[:N_SUMS]
-    out[N_SUMS:] = physics.combine_softmax_partials(a[N_SUMS], a[N_SUMS + 1], b[N_SUMS], b[N_SUMS + 1])
+    out[GUARD] = np.maximum(a[GUARD], b[GUARD])
+    out[SOFTMAX:] = physics.combine_softmax_partials(a[SOFTMAX], a[SOFTMAX + 1], b[SOFTMAX], b[SOFTMAX + 1])
     return out
 
 
@@ -82,12 +91,14 @@ class Decision:
     f_i: np.ndarray | None = None  # (n_local,) on check steps
     bias_norm: np.ndarray | None = None  # (n_local,) |F_bias_i| = tau |grad sigma~_i| on check steps
     n_atoms: float | None = None  # global atom count, when a reduction was made
+    guard: GuardEvent | None = None  # the guard rejected this configuration (why)
 
 
 class HalController:
-    def __init__(self, rule: HalRule, reduce=serial_reduce):
+    def __init__(self, rule: HalRule, reduce=serial_reduce, guard: Guard | None = None):
         self.rule = rule
         self.reduce = reduce
+        self.guard = guard
         self.adaptive = physics.AdaptiveTau(rule.tau_rel, rule.tau_window) if rule.tau_rel is not None else None
         self.last_tau = (None, 0.0)  # (step, tau used at that step)
         self.last_update_step: int | None = None  # last step added to adaptive tau's window
@@ -126,22 +137,26 @@ class HalController:
         return self.rule.is_check_step(step)
 
     # ---- the decision -------------------------------------------------------------------
-    def decide(self, step: int, forces_mean, grad_sigma=None, member_forces=None, spread: float = 0.0) -> Decision:
+    def decide(self, step: int, forces_mean, grad_sigma=None, member_forces=None, spread: float = 0.0,
+               guard_figures=None) -> Decision:
         """Collective when a reduction is needed: every process calls it with its own atoms.
 
         forces_mean (n, 3): total unbiased force on this process's atoms (any prior included);
         grad_sigma (n, 3) or None (unbiased step); member_forces (K, n, 3) on check steps (total,
-        prior included); spread: the committee's energy spread (HAL eq. 5 without 1/lambda), global."""
+        prior included); spread: the committee's energy spread (HAL eq. 5 without 1/lambda), global;
+        guard_figures: this process's pylal.hal.guard.local_figures (with a guard: every step)."""
         rule = self.rule
         tau = self.tau_at(step)
         update = self.adaptive is not None and (self.last_update_step is None or step > self.last_update_step)
         check = member_forces is not None and rule.is_check_step(step) and step != self.last_check_step
+        guarding = self.guard is not None and guard_figures is not None
         decision = Decision(step=step, tau=tau, tau_next=tau, f_max=self.f_max, softmax=self.softmax)
-        if not (update or check):
+        if not (update or check or guarding):
             return decision
         f_norm = np.linalg.norm(forces_mean, axis=1)
         g_norm = np.linalg.norm(grad_sigma, axis=1) if grad_sigma is not None else np.zeros(len(f_norm))
-        packed = np.array([f_norm.sum(), g_norm.sum(), float(len(f_norm)), -np.inf, 0.0])
+        figures = guard_figures if guarding else NEUTRAL
+        packed = np.array([f_norm.sum(), g_norm.sum(), float(len(f_norm)), *figures, -np.inf, 0.0])
         if check:
             if rule.eps is None:  # eps = global mean |F_bar_i| first (its own reduction)
                 packed = self.reduce(packed)
@@ -149,11 +164,11 @@ class HalController:
             else:
                 eps = rule.eps
             f_i = physics.relative_force_uncertainty(member_forces, forces_mean, eps)
-            partials = np.array([0.0, 0.0, 0.0, *physics.softmax_partials(f_i)])
+            partials = physics.softmax_partials(f_i)
             if rule.eps is None:
-                packed[N_SUMS:] = self.reduce(partials)[N_SUMS:]
+                packed[SOFTMAX:] = self.reduce(np.array([0.0, 0.0, 0.0, *NEUTRAL, *partials]))[SOFTMAX:]
             else:
-                packed[N_SUMS:] = partials[N_SUMS:]
+                packed[SOFTMAX:] = partials
                 packed = self.reduce(packed)
         else:
             packed = self.reduce(packed)
@@ -164,12 +179,14 @@ class HalController:
             decision.tau_next = self.current_tau()
         if check:
             self._check(decision, packed, f_i, g_norm, spread)
+        if guarding:
+            decision.guard = self.guard.check(packed[GUARD], spread)
         return decision
 
     def _check(self, decision: Decision, packed, f_i, g_norm, spread):
         rule, step = self.rule, decision.step
         self.last_check_step = step
-        self.f_max, self.softmax = float(packed[3]), 1.0 / float(packed[4])
+        self.f_max, self.softmax = float(packed[SOFTMAX]), 1.0 / float(packed[SOFTMAX + 1])
         sigma_per_atom = spread / max(packed[2], 1.0) if rule.sigma_tol is not None else None
         cooled = self.last_flag_step is None or step - self.last_flag_step >= rule.cooldown
         untrusted = (not np.isfinite(self.f_max)
@@ -181,6 +198,11 @@ class HalController:
         if decision.flag:
             self.last_flag_step = step
             self.n_flags += 1
+
+    def record_guard_flag(self, step: int):
+        """A guard event was flagged (written and sent like any flag): counted with the flags."""
+        self.n_flags += 1
+        self.last_flag_step = step
 
     # ---- restart ------------------------------------------------------------------------
     STATE_KEYS = ("last_update_step", "last_check_step", "last_flag_step", "n_flags", "f_max", "softmax")

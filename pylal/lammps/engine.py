@@ -23,6 +23,12 @@ first), so f_i's denominator and adaptive tau use that total mean force, as Pyla
 
 Re-evaluating a step (LAMMPS's setup after `run`, `read_restart`) reuses that step's tau and
 neither updates tau nor flags again, so `run 100; run 100` equals `run 200`.
+
+Guard and rollback (docs/fix_pylal.md): finish() hands the controller this rank's guard figures
+(pylal.hal.guard: max |F|, shortest pair, step length); when the guard trips, the configuration is
+flagged like any flag (info `guard`), and the engine asks its caller (stat `rollback`) to restore
+the last good state it saved; adaptive tau burns in again. The caller (plugin/fix_pylal.cpp) owns
+the saved state, the restore and the velocity redraw; the engine writes the checkpoint file.
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ import numpy as np  # noqa: E402
 
 from pylal.hal import physics  # noqa: E402
 from pylal.hal.controller import HalController  # noqa: E402
+from pylal.hal.guard import Guard, local_figures  # noqa: E402
+from pylal.lammps.checkpoint import Checkpointer  # noqa: E402
 from pylal.lammps import stat as layout  # noqa: E402
 from pylal.lammps.comm import Collectives  # noqa: E402
 from pylal.lammps.settings import FixArgumentError, parse_fix_args  # noqa: E402
@@ -81,6 +89,7 @@ class PendingStep:
     types: np.ndarray
     tags: np.ndarray
     box: np.ndarray
+    pair_vectors: np.ndarray  # this rank's pairs (for the guard's shortest distance)
 
 
 class Engine:
@@ -93,9 +102,14 @@ class Engine:
         self._check_elements(params)
         self.params_path = self.settings.params_path
         self.model = CommitteeModel(params, reduce_sum=self.comm.sum if self.comm.parallel else None)
-        self.hal = HalController(self.settings.rule(), reduce=self.comm.hal_reduce)
+        rule = self.settings.guard_rule()
+        self.hal = HalController(self.settings.rule(), reduce=self.comm.hal_reduce,
+                                 guard=Guard(rule) if rule is not None else None)
         self.walker = Walker(self.settings, self.comm, params.version)
+        self.checkpointer = Checkpointer(self.settings, self.comm) if self.settings.checkpoint else None
         self.n_swaps = 0
+        self.n_rollbacks = 0
+        self._last_finished: int | None = None  # step of the last finish(): a re-evaluation is not guarded again
         self._lost_reported = False
         self._pending: PendingStep | None = None
 
@@ -179,6 +193,13 @@ class Engine:
         stat[STAT["r_cut"]] = self.r_cut
         stat[STAT["version"]] = self.params.version
         stat[STAT["flags"]] = self.n_flags
+        s = self.settings
+        saving = self.hal.guard is not None and s.rollback == "yes"
+        stat[STAT["rollback_every"]] = s.rollback_every if saving else 0  # 0: the caller saves nothing
+        stat[STAT["rollback_max"]] = s.rollback_max
+        stat[STAT["rollback_temp"]] = s.rollback_temp
+        stat[STAT["seed"]] = s.seed
+        stat[STAT["saved_step"]] = -1
 
     # ---- hot-swap -----------------------------------------------------------------------
     def swap(self, params: Parameters, step: int, path: str | None = None):
@@ -196,6 +217,8 @@ class Engine:
             return
         self.model.set_parameters(params)
         self.hal.burn_in()
+        if self.hal.guard is not None:
+            self.hal.guard.reset()  # sigma of the old committee is no reference for the new one
         self.n_swaps += 1
         if path is not None:
             self.params_path = path
@@ -243,7 +266,8 @@ class Engine:
         out[STAT["r_cut"]] = self.r_cut
         out[STAT["swaps"]] = self.n_swaps
         self._pending = PendingStep(step, n_local, buf, tau, res.energy, res.sigma, res.spread, res.atom_sigma,
-                                    x, types, _view(tags, np.int32, (n_all,)), np.array(_view(box, np.float64, (12,))))
+                                    x, types, _view(tags, np.int32, (n_all,)), np.array(_view(box, np.float64, (12,))),
+                                    pairs.vectors)
         return buf
 
     def finish(self, forces, peratom, stat) -> int:
@@ -261,17 +285,78 @@ class Engine:
         members = None
         if owned.shape[1] > 6:
             members = np.transpose(owned[:, 6:].reshape(n, -1, 3), (1, 0, 2)) + f_prior
-        d = self.hal.decide(p.step, f_learned + f_prior, grad_sigma, members, p.spread)
-        f_lammps[:] += physics.hal_forces(f_learned, grad_sigma, d.tau)
         out = _view(stat, np.float64, (layout.SIZE,))
-        out[STAT["stop"]] = 0.0
+        f_hal = physics.hal_forces(f_learned, grad_sigma, p.tau)
+        figures = None
+        if self.hal.guard is not None:  # what the integrator will use: LAMMPS's forces so far + F_HAL
+            self._set_skin(out[STAT["skin"]])
+            figures = self._guard_figures(p, f_lammps + f_hal, out[STAT["step_length"]])
+        d = self.hal.decide(p.step, f_learned + f_prior, grad_sigma, members, p.spread, guard_figures=figures)
+        f_lammps[:] += f_hal
+        out[STAT["stop"]] = out[STAT["rollback"]] = 0.0
         self.walker.last_step = p.step
         self._notice_lost_atoms(d, out[STAT["natoms"]])
-        if d.check:
+        repeated, self._last_finished = p.step == self._last_finished, p.step
+        if d.guard is not None and not repeated:
+            self._on_guard(p, d, peratom, out)
+        elif d.check:
             self._after_check(p, d, peratom, out)
         out[STAT["f_max"]], out[STAT["softmax"]], out[STAT["flags"]] = d.f_max, d.softmax, self.n_flags
+        out[STAT["rollbacks"]] = self.n_rollbacks
+        out[STAT["guard_events"]] = self.hal.guard.n_events if self.hal.guard is not None else 0
         out[STAT["messages"]] = len(self.walker.messages)
         return int(out[STAT["stop"]])
+
+    def _guard_figures(self, p: PendingStep, forces, step_length: float):
+        """This rank's part of the guard's figures (pylal.hal.guard.local_figures)."""
+        return local_figures(forces, p.pair_vectors, step_length)
+
+    def _set_skin(self, skin: float):
+        rule = self.hal.guard.rule
+        if skin > 0 and rule.skin != skin:
+            self.hal.guard.rule = dataclasses.replace(rule, skin=float(skin))
+
+    def _on_guard(self, p: PendingStep, d, peratom, out):
+        """The guard rejected this step: flag the configuration, and roll back when a good state is saved."""
+        s, n, event = self.settings, p.n_local, d.guard
+        saved = int(out[STAT["saved_step"]])
+        roll = s.rollback == "yes" and saved >= 0
+        cooled = self.hal.last_flag_step is None or p.step - self.hal.last_flag_step >= s.cooldown
+        if roll or cooled:  # without rollback, a blow-up would flag every step
+            self.hal.record_guard_flag(p.step)
+            nan = np.full(n, np.nan)
+            info = dict(step=p.step, sigma=p.sigma, f_max=d.f_max, softmax=d.softmax, tau=d.tau,
+                        params_version=self.params.version, params_hash=self.params.content_hash,
+                        seed=s.seed, n_ranks=self.comm.size, guard=event.reason, guard_detail=event.describe(),
+                        rollback_to=saved if roll else -1)
+            self.walker.send_flag(self.n_flags, p.step, p.tags[:n], p.types[:n], p.x[:n], p.box,
+                                  d.f_i if d.f_i is not None else nan, d.bias_norm if d.bias_norm is not None else nan,
+                                  info)
+            self.walker.trace_row(p.step, self.params.version, d.tau, p.energy, p.sigma, d.f_max, d.softmax,
+                                  self.n_flags, True)
+        action = f"rolling back to step {saved}" if roll else (
+            "no saved state yet: continuing" if s.rollback == "yes" else "rollback no: continuing")
+        self.log(f"step {p.step}: guard: {event.describe()}; {action}")
+        self.walker.record_event(dict(event="guard", step=p.step, reason=event.reason, detail=event.describe(),
+                                      rollback_to=saved if roll else None, version=self.params.version))
+        out[STAT["rollback"]] = 1.0 if roll else -1.0  # -1: the caller must not save this state
+        if roll:
+            self.n_rollbacks += 1
+            self.hal.burn_in()  # the bias drove the run here: tau is 0 again for tau_window steps
+            self.hal.guard.reset()
+        if s.on_flag == "wait" and (roll or cooled):
+            self._swap_if_new(*self.walker.wait_for_version(p.step, self.params.version), p.step)
+
+    def checkpoint(self, step, n_local, tags, types, x, v, image, box, masses) -> None:
+        """Called by the caller right after it saved a good state on a check step (collective):
+        writes the `checkpoint` data file when `checkpoint_every` seconds have passed."""
+        if self.checkpointer is None:
+            return
+        n = int(n_local)
+        self.checkpointer.maybe_write(int(step), _view(tags, np.int32, (n,)), _view(types, np.int32, (n,)),
+                                      _view(x, np.float64, (n, 3)), _view(v, np.float64, (n, 3)),
+                                      _view(image, np.int32, (n, 3)), np.array(_view(box, np.float64, (12,))),
+                                      np.array(_view(masses, np.float64, (-1,))))
 
     def _after_check(self, p: PendingStep, d, peratom, out):
         s, n = self.settings, p.n_local
@@ -311,7 +396,7 @@ class Engine:
         return json.dumps(dict(
             format=STATE_FORMAT, params_path=os.path.abspath(self.params_path),
             params_version=self.params.version, params_hash=self.params.content_hash,
-            n_swaps=self.n_swaps, seed=self.settings.seed, **self.hal.state())).encode()
+            n_swaps=self.n_swaps, n_rollbacks=self.n_rollbacks, seed=self.settings.seed, **self.hal.state())).encode()
 
     def restore(self, blob: bytes):
         state = json.loads(bytes(blob).decode())
@@ -325,6 +410,7 @@ class Engine:
             self.swap(params, step=-1, path=state["params_path"])
         self.hal.restore(state)
         self.n_swaps = state["n_swaps"]
+        self.n_rollbacks = state.get("n_rollbacks", 0)
         self.log(f"restored state: parameter version {self.params.version}, {self.n_flags} flag(s), "
                  f"tau {self.hal.last_tau[1]:.4g}")
 

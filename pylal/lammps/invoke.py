@@ -162,6 +162,7 @@ def post_force(lmp_ptr, vflag=0) -> None:
     box = np.array([*lo, *hi, xy, xz, yz, *periodic], dtype=np.float64)
     step = lmp.extract_global("ntimestep")
     inst.stat[layout.INDEX["natoms"]] = lmp.get_natoms()
+    inst.stat[layout.INDEX["saved_step"]] = -1  # the guard flags, but this path cannot roll back
     engine.evaluate(step, n_local, len(order), np.ascontiguousarray(x[order]),
                     np.ascontiguousarray(types[order], np.int32), np.ascontiguousarray(tags[order], np.int32),
                     pair_i, pair_j, vectors, box, inst.stat, n_centers=n_centres)

@@ -40,6 +40,27 @@ class FixSettings:
     trace: str | None = None  # CSV file: one row per check step (step, version, tau, sigma, max f_i, ...)
     stop_file: str | None = None  # when this file exists (checked every check step), the run ends cleanly
     exit_file: str | None = "pylal_exit.json"  # why the run ended (JSON, pylal/lammps/walker.py); `none` = off
+    # blow-up guard and rollback (pylal/hal/guard.py; docs/fix_pylal.md "Guard and rollback")
+    guard: str = "yes"  # yes | no: check every step for exploding forces, close contacts, ...
+    guard_fmax: float = 50.0  # eV/A: largest |F_i| accepted; 0: off
+    guard_rmin: float = 0.6  # A: shortest pair distance accepted (below any bond, H2: 0.74 A); 0: off
+    guard_sigma_jump: float = 10.0  # sigma may grow by at most this factor in one step; 0: off
+    rollback: str = "yes"  # yes | no: a guard event restores the last good state (no: only flag it)
+    rollback_every: int = 10  # steps between saves of the good state
+    rollback_max: int = 20  # rollbacks in a row to the same saved state before LAMMPS stops with an error
+    rollback_temp: float = 0.0  # K for the redrawn velocities; 0: the thermostat's target (else the saved state's)
+    checkpoint: str | None = None  # LAMMPS data file of the last good state, rewritten on check steps
+    checkpoint_every: float = 60.0  # seconds (wall time) at least between two checkpoint writes
+    event_log: str | None = None  # JSON lines: one per guard event / rollback
+
+    def guard_rule(self, skin: float | None = None):
+        """The guard's thresholds (pylal.hal.guard.GuardRule), None when the guard is off."""
+        from pylal.hal.guard import GuardRule
+
+        if self.guard == "no":
+            return None
+        return GuardRule(f_max=self.guard_fmax or None, r_min=self.guard_rmin or None,
+                         sigma_jump=self.guard_sigma_jump or None, skin=skin)
 
     def rule(self) -> HalRule:
         """The HAL policy (tau, f_i, flag rule) these keywords set, for the controller."""
@@ -48,10 +69,13 @@ class FixSettings:
                        cooldown=self.cooldown, stop_on_flag=self.on_flag == "stop")
 
 
-_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "sigma_tol", "wait_timeout"}
-_INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0}  # keyword -> minimum
-_CHOICE = {"on_flag": ON_FLAG}
-_STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file", "exit_file"}
+_FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "sigma_tol", "wait_timeout", "guard_fmax", "guard_rmin",
+          "guard_sigma_jump", "rollback_temp", "checkpoint_every"}
+_INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0, "rollback_every": 1,
+        "rollback_max": 1}  # keyword -> minimum
+_CHOICE = {"on_flag": ON_FLAG, "guard": ("yes", "no"), "rollback": ("yes", "no")}
+_STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file", "exit_file", "checkpoint",
+           "event_log"}
 KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)
 
 
@@ -119,6 +143,7 @@ def parse_fix_args(args: list[str], ntypes: int | None = None) -> FixSettings:
         raise FixArgumentError("fix pylal: 'server' given as an address needs 'token FILE' (or give the server's run folder)")
     watch = values.get("watch", values["params_path"])
     values["watch"] = None if watch == "none" else watch
-    if values.get("exit_file") == "none":
-        values["exit_file"] = None
+    for key in ("exit_file", "checkpoint", "event_log"):
+        if values.get(key) == "none":
+            values[key] = None
     return FixSettings(**values)

@@ -4,18 +4,25 @@ python/invoke callback), float64, owned by the caller. Declared here only: the p
 """
 FIELDS = (
     "e_hal",  # E_HAL = E - tau sigma~ of all atoms (HAL eq. 1): the fix's scalar
-    "e", "sigma", "tau", "f_max", "softmax", "flags", "version",  # the fix's global vector f_ID[1..7]
+    "e", "sigma", "tau", "f_max", "softmax", "flags", "version", "rollbacks",  # the fix's global vector f_ID[1..8]
     "virial_xx", "virial_yy", "virial_zz", "virial_xy", "virial_xz", "virial_yz",  # this rank's pairs, of F_HAL
     "stop",  # 1: end the run (on_flag stop, stop file)
     "messages",  # number of messages queued on rank 0 (Engine.pop_messages)
     "r_cut",  # model cutoff (A)
     "swaps",  # parameter swaps in this run
     "natoms",  # written by the caller: the system's atom count (to notice lost atoms)
+    # blow-up guard and rollback (pylal/hal/guard.py, docs/fix_pylal.md)
+    "step_length",  # written by the caller: max_i |x_i(t) - x_i(t - dt)| of its owned atoms (A)
+    "skin",  # written by the caller: the neighbour skin (A); the guard's step limit is half of it
+    "saved_step",  # written by the caller: step of the saved good state (-1: none yet)
+    "rollback",  # 1: restore the saved state at the end of this step (the engine decided)
+    "guard_events",  # guard events so far
+    "rollback_every", "rollback_max", "rollback_temp", "seed",  # the fix's settings, for the caller
 )
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 SIZE = len(FIELDS)
 VIRIAL = INDEX["virial_xx"]  # 6 entries from here
-VECTOR = ("e", "sigma", "tau", "f_max", "softmax", "flags", "version")
+VECTOR = ("e", "sigma", "tau", "f_max", "softmax", "flags", "version", "rollbacks")
 
 
 def indices(names) -> list[int]:

@@ -9,6 +9,7 @@
   wait             on_flag wait: hold MD until the server publishes a newer version
   exit record      `exit_file FILE` (JSON): why the run ended (finished, stop_file, flag_stop,
                    lost_atoms, python_error), at which step, with a message
+  event log        `event_log FILE` (JSON lines): one per guard event / rollback
   messages         queued on rank 0 for LAMMPS's screen and log
 
 Every method that takes no `rank 0` note is collective: all ranks call it at the same step.
@@ -94,6 +95,18 @@ class Walker:
         except OSError as err:
             self.log(f"cannot write the exit record {path}: {err}")
 
+    # ---- event log (rank 0) -------------------------------------------------------------------
+    def record_event(self, record: dict):
+        """Appends one JSON line to `event_log` (guard events and rollbacks; `pylal campaign` reads it)."""
+        path = self.settings.event_log
+        if path is None or self.rank != 0:
+            return
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(dict(record, time=time.time())) + "\n")
+        except OSError as err:
+            self.log(f"cannot append to the event log {path}: {err}")
+
     # ---- hot-swap source ------------------------------------------------------------------
     @staticmethod
     def _stamp(path):
@@ -134,7 +147,7 @@ class Walker:
             while new is None and time.monotonic() < end:  # in slices, to notice a stop file
                 new = self.client.wait_for_version(version + 1, min(1.0, end - time.monotonic()), self.last_flag_id)
                 status = self.client.ack_status.get(self.last_flag_id)
-                if status in ("duplicate", "rejected"):
+                if status in ("duplicate", "rejected", "filtered"):
                     why = f"the server acknowledged the flag as '{status}'"
                     break
                 if s.stop_file is not None and os.path.exists(s.stop_file):

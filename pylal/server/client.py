@@ -57,7 +57,7 @@ class Client:
         self.last_error: str | None = None
         self.rejected: list[dict] = []  # flags the server refused (bad configuration): never resent
         self.acked = 0
-        self.ack_status: dict[str, str] = {}  # flag id -> "queued" | "duplicate" | "rejected"
+        self.ack_status: dict[str, str] = {}  # flag id -> "queued" | "duplicate" | "rejected" | "filtered"
         self._pending: dict[str, Path] = {}  # flag id -> spool file (insertion = flag order)
         for path in sorted(self.spool.glob("*.flag")):
             self._pending[path.stem.split("_", 1)[1]] = path
@@ -88,13 +88,13 @@ class Client:
 
     def wait_for_version(self, version: int, timeout: float, flag_id: str | None = None) -> Parameters | None:
         """Block until parameters with version >= `version` arrived (returned) or timeout (None).
-        With `flag_id`: also None as soon as the server acknowledged that flag as a duplicate or
-        refused it (no refit will follow it)."""
+        With `flag_id`: also None as soon as the server acknowledged that flag as a duplicate,
+        refused it, or filtered its label (no refit will follow it)."""
         end = time.monotonic() + timeout
         with self._cond:
             while self._latest[0] < version or self._latest[1] is None:
                 left = end - time.monotonic()
-                if left <= 0 or self.ack_status.get(flag_id) in ("duplicate", "rejected"):
+                if left <= 0 or self.ack_status.get(flag_id) in ("duplicate", "rejected", "filtered"):
                     return None
                 self._poll_now.set()
                 self._cond.wait(min(left, 0.25))
@@ -229,6 +229,11 @@ class Client:
                 self.acked += 1
         elif kind == "params":
             self._store_params(msg)
+        elif kind == "none" and msg.get("filtered"):  # labels kept out of fits: no refit follows those flags
+            with self._cond:
+                for fid in msg["filtered"]:
+                    self.ack_status[fid] = "filtered"
+                self._cond.notify_all()
         elif kind == "announce":
             self._poll_now.set()
         elif kind == "error":

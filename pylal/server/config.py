@@ -56,6 +56,7 @@ class FitConfig:
     energy_noise: str = "cv"  # energy rows re-weighted by their cross-validation error ("weights": w_E only)
     max_cv_energy_rmse: float = 1.0  # eV/atom: a fit with larger cross-validation errors is not published
     max_cv_force_rmse: float = 5.0  # eV/A
+    max_label_force: float = 50.0  # eV/A: a label with larger forces (a blow-up) is stored as 'filtered', never fitted
     holdout_file: str = ""  # labelled configurations never trained on: errors + calibration of every version
     weights: list = dataclasses.field(default_factory=lambda: [5.0, 1.0, 1.0])
     seed: int = 0

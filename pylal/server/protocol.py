@@ -6,7 +6,7 @@ Every message is two ZeroMQ frames [payload, mac] (auth.py). The payload is a ms
 Requests (client -> server) and their replies:
   hello   {walker, run_id?}                    -> welcome {server, version, species, max_message_bytes}
   flag    {walker, id?, config, prov}          -> ack {key, status: "queued"|"duplicate"}
-  poll    {walker, version}                    -> params {version, hash, data: npz bytes} | none {version}
+  poll    {walker, version}                    -> params {version, hash, data: npz bytes} | none {version, filtered}
   status  {}                                   -> status {...counts, versions, walkers, errors}
 Any request may get instead:                      error {code, message, re: request type or None}
 

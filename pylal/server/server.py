@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from pylal.fit.checks import label_problem
 from pylal.files import atomic_write
 from pylal.model.params import Parameters
 from pylal.server import auth, protocol
@@ -80,6 +81,7 @@ class Server:
         self.wake_scheduler = threading.Event()
         self.wake_refit = threading.Event()
         self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
+        self.filtered: dict = {}  # walker -> ids of its flags whose labels were filtered (told at its polls)
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
@@ -212,6 +214,7 @@ class Server:
         atoms = protocol.decode_config(msg["config"], self.spec.species, self.cfg.max_atoms)
         prov = dict(msg["prov"])
         prov["walker"] = msg["walker"]
+        prov["flag_id"] = msg.get("id")
         row_id, key, new = self.store.add_flag(atoms, prov)  # committed (fsync) before the ack below
         self._contact(ident, msg["walker"])
         if new:
@@ -226,7 +229,8 @@ class Server:
         self._contact(ident, msg["walker"], version=msg["version"])
         cur = self.versions.current()
         if cur is None or cur["version"] <= msg["version"]:
-            return {"type": "none", "version": -1 if cur is None else cur["version"]}
+            return {"type": "none", "version": -1 if cur is None else cur["version"],
+                    "filtered": sorted(self.filtered.get(msg["walker"], ()))}
         pointer, data = self.versions.current_bytes()
         return {"type": "params", "version": pointer["version"], "hash": pointer["hash"], "data": data}
 
@@ -281,7 +285,15 @@ class Server:
                 if result["ok"]:
                     self.store.mark_labeled(row_id, result["results"], result["wall_time"], n)
                     self.log("labeled", row=row_id, seconds=round(result["wall_time"], 3), attempts=n)
-                    self.wake_refit.set()
+                    problem = label_problem(self.store.get_atoms(row_id), self.cfg.fit.max_label_force)
+                    if problem:  # e.g. a guard event's blown-up configuration: labelled, never fitted
+                        self.store.set_status(row_id, "filtered", error=problem)
+                        self.log("filtered", row=row_id, problem=problem)
+                        walker, flag_id = self.store.flag_origin(row_id)
+                        if flag_id:  # a walker holding at this flag (on_flag wait) learns no refit follows
+                            self.filtered.setdefault(walker, set()).add(flag_id)
+                    else:
+                        self.wake_refit.set()
                 elif n <= self.cfg.executor.retries:
                     self.store.set_status(row_id, "queued", attempts=n, error=result["error"][:2000])
                     self.log("retry", row=row_id, attempt=n, error=result["error"])

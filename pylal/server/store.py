@@ -24,7 +24,7 @@ import ase.db
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
-STATUSES = ("queued", "labeling", "labeled", "failed", "dropped")
+STATUSES = ("queued", "labeling", "labeled", "failed", "dropped", "filtered")  # filtered: labelled, kept out of fits
 PROV_KEYS = ("run_id", "walker", "n_ranks", "step", "sigma", "f_max", "softmax", "tau", "params_version",
              "params_hash", "seed")
 
@@ -110,6 +110,12 @@ class Store:
         with self.lock:
             rows = list(self.db.select(status="failed", sort="-labeled_at", limit=n))
         return [dict(id=r.id, walker=r.get("walker"), step=r.get("step"), error=r.get("error")) for r in rows]
+
+    def flag_origin(self, row_id: int) -> tuple[str | None, str | None]:
+        """(walker, flag id) a row came from."""
+        with self.lock:
+            row = self.db.get(id=row_id)
+        return row.get("walker"), (row.data.get("provenance") or {}).get("flag_id")
 
     def get_atoms(self, row_id: int):
         with self.lock:
