@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(VENV)/bin/pylal campaign inputs/si/campaign.toml
 
 test: $(STAMP) $(DEBIAN_LMP) $(CP2K_SHELL)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) build

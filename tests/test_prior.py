@@ -22,7 +22,7 @@ from pylal.calculator import PylalCalculator
 from pylal.cli import main as cli
 from pylal.fit.committee import fit_parameters
 from pylal.model.basis import BasisSpec
-from pylal.model.params import Parameters
+from pylal.model.params import ParameterFileError, Parameters
 from pylal.prior import LammpsPrior, lammps_commands
 from pylal.prior.evaluate import PriorEvaluator
 from pylal.prior.morse import Morse, dimer_curve, dimer_morse, fit_morse, mix, morse_prior
@@ -72,8 +72,13 @@ def test_old_files_load_with_same_hash_and_prior_round_trips(tmp_path):
     buf = io.BytesIO()
     np.savez(buf, mean=params.mean, committee=params.committee, header=np.array(json.dumps(header, sort_keys=True)))
     (tmp_path / "old.npz").write_bytes(buf.getvalue())
-    old = Parameters.load(tmp_path / "old.npz")
-    assert old.lammps_prior is None and old.content_hash == header["hash"] == params.content_hash
+    old = Parameters.load(tmp_path / "old.npz")  # its hash is checked against the v1 header it was written with
+    assert old.lammps_prior is None and old.spec == SPEC and old.content_hash == params.content_hash
+    header["hash"] = "0" * 64  # a damaged v1 file still fails the check
+    np.savez(tmp_path / "bad.npz", mean=params.mean, committee=params.committee,
+             header=np.array(json.dumps(header, sort_keys=True)))
+    with pytest.raises(ParameterFileError, match="hash mismatch"):
+        Parameters.load(tmp_path / "bad.npz")
 
     stored = with_prior(params, PRIOR)
     digest = stored.save(tmp_path / "new.npz")
