@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pylal.model.basis import spec_dict, spec_from_fields
 
 jax.config.update("jax_enable_x64", True)
 
@@ -73,25 +74,11 @@ class AceSpec:
         return self.n_species * self.n_per_species
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["species"] = list(self.species)
-        d["prior"] = list(self.prior) if self.prior is not None else None
-        d["kind"] = KIND
-        return d
+        return {**spec_dict(self), "kind": KIND}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AceSpec":
-        d = {k: v for k, v in d.items() if k != "kind"}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"AceSpec: unknown keys {sorted(unknown)}")
-        d["species"] = tuple(d["species"])
-        if d.get("prior") is not None:
-            d["prior"] = tuple(d["prior"])
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return spec_from_fields(cls, {k: v for k, v in d.items() if k != "kind"})
 
     # --- the basis interface used by pylal.model.committee and pylal.fit ---
     def arrays(self):

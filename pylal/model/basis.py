@@ -68,22 +68,11 @@ class BasisSpec:
         return self.n_species * self.n_per_species
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["species"] = list(self.species)
-        d["prior"] = list(self.prior) if self.prior is not None else None
-        return d
+        return spec_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BasisSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"BasisSpec: unknown keys {sorted(unknown)}")
-        d = dict(d)
-        d["species"] = tuple(d["species"])
-        if d.get("prior") is not None:
-            d["prior"] = tuple(d["prior"])
-        return cls(**d)
+        return spec_from_fields(cls, d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -111,6 +100,26 @@ class BasisSpec:
 
     def constant_columns(self) -> np.ndarray:
         return constant_columns(self)
+
+
+def spec_dict(spec) -> dict:
+    """A frozen spec dataclass as a JSON-ready dict (lists for species and prior)."""
+    d = dataclasses.asdict(spec)
+    d["species"] = list(spec.species)
+    d["prior"] = list(spec.prior) if spec.prior is not None else None
+    return d
+
+
+def spec_from_fields(cls, d: dict):
+    """`cls(**d)` with tuples restored; unknown keys are an error naming them."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    d = dict(d)
+    d["species"] = tuple(d["species"])
+    if d.get("prior") is not None:
+        d["prior"] = tuple(d["prior"])
+    return cls(**d)
 
 
 def spec_from_dict(d: dict):
