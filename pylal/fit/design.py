@@ -42,7 +42,7 @@ def _identity_parameters(spec: BasisSpec) -> Parameters:
 
 @functools.lru_cache(maxsize=8)
 def _basis_model(spec: BasisSpec) -> CommitteeModel:
-    return CommitteeModel(_identity_parameters(spec))
+    return CommitteeModel(_identity_parameters(spec), ace_kernel=False)  # exact features, no radial table
 
 
 def configuration_blocks(spec: BasisSpec, atoms):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +82,7 @@ class StepResult:
         return hal.hal_energy(self.energy, self.tau, self.sigma)
 
 
-def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
+def _step(spec: BasisSpec, kernel, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
           vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
           mean, committee, noise_precision, basis_arrays):
     # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
@@ -93,8 +94,12 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     neighbor_species = species[neighbors]
 
     def learned_features(v):
-        return spec.atomic_features(v, centers, center_species[centers], neighbor_species, n_centers, pair_mask,
-                                    basis_arrays)
+        features = spec.atomic_features if kernel is None else kernel.features
+        return features(v, centers, center_species[centers], neighbor_species, n_centers, pair_mask, basis_arrays)
+
+    def kernel_gradients(coefs, readouts):  # dE/dr_ij of each coefficient vector, one kernel call each
+        return kernel.pair_gradients(vectors, centers, slots, n_slots, center_species[centers], neighbor_species,
+                                     pair_mask, center_species, center_mask, coefs, readouts, basis_arrays)
 
     def prior_energies(v, mask):
         if spec.prior is None:
@@ -104,7 +109,10 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
         # full list: each pair seen from both atoms, so half the pair energy per entry
         return 0.5 * jnp.sum(mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
 
-    feats, pullback = jax.vjp(learned_features, vectors)  # one reverse pass per coefficient vector
+    if kernel is None:
+        feats, pullback = jax.vjp(learned_features, vectors)  # one reverse pass per coefficient vector
+    else:
+        feats = learned_features(vectors)  # forward only: the forces come from the kernel
     s, dp = spec.n_species, spec.n_per_species
     b_local = jax.ops.segment_sum(feats * energy_mask[:, None], center_species, num_segments=s).reshape(-1)
     e_prior_local = prior_energies(vectors, pair_mask * energy_mask[centers])
@@ -116,10 +124,14 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
 
     spread = hal.committee_spread(e_members, e_mean)
     sigma = hal.sigma_from_spread(spread, noise_precision)
-    coefs = [mean] + ([hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)] if mode != "mean" else [])
-    cotangents = jnp.stack(coefs).reshape(-1, s, dp)[:, center_species, :] * center_mask[None, :, None]
-    (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
-    grads = grads * pair_mask[None, :, None]
+    coefs = jnp.stack([mean] + ([hal.bias_coefficients(committee, mean, e_members, e_mean, sigma)]
+                               if mode != "mean" else []))
+    if kernel is None:
+        cotangents = coefs.reshape(-1, s, dp)[:, center_species, :] * center_mask[None, :, None]
+        (grads,) = jax.vmap(pullback)(cotangents)  # (M, P, 3): dE/dr_ij for each coefficient vector
+        grads = grads * pair_mask[None, :, None]
+    else:
+        grads = kernel_gradients(coefs.reshape(-1, s, dp), kernel.readouts(coefs, basis_arrays["G"]))
 
     def to_forces(g):  # r_ij = x_j - x_i  ->  F_i += dE/dr_ij, F_j -= dE/dr_ij
         return (jax.ops.segment_sum(g, centers, num_segments=n_atoms)
@@ -134,9 +146,13 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
                forces_mean=to_forces(g_mean), grad_sigma=-to_forces(g_sigma),
                virial_mean=to_virial(g_mean), virial_sigma=-to_virial(g_sigma))
     if mode == "members":  # the K members contracted per centre (member_gradients), for f_i only
-        g_members = spec.member_pair_gradients(vectors, centers, slots, n_slots, center_species[centers],
-                                               neighbor_species, pair_mask, center_species,
-                                               committee.reshape(-1, s, dp), basis_arrays) + g_prior
+        if kernel is None:
+            g_members = spec.member_pair_gradients(vectors, centers, slots, n_slots, center_species[centers],
+                                                   neighbor_species, pair_mask, center_species,
+                                                   committee.reshape(-1, s, dp), basis_arrays)
+        else:  # member readouts computed once per hot-swap (AceKernel.arrays)
+            g_members = kernel_gradients(committee.reshape(-1, s, dp), basis_arrays["members"])
+        g_members = g_members + g_prior
         out["member_forces"] = jax.vmap(to_forces)(g_members)
         out["member_virials"] = jax.vmap(to_virial)(g_members)
         delta = (committee - mean).reshape(-1, s, dp)[:, center_species, :]  # (K, n_c, dp)
@@ -144,15 +160,33 @@ def _step(spec: BasisSpec, charges, mode: str, reduce_sum, n_atoms: int, n_slots
     return out
 
 
+def _kernel_for(spec, use_kernel: bool):
+    """ace-jax's C++ kernel for an ACE spec (None: the autodiff path)."""
+    if not use_kernel or spec.kind != "ace":
+        return None
+    from pylal.model.ace_kernel import KernelUnavailable, ace_kernel
+
+    try:
+        return ace_kernel(spec)
+    except KernelUnavailable as e:
+        warnings.warn(f"{e}: the ACE forces fall back to ace-jax's XLA path (exact radial, slower)")
+        return None
+
+
 class CommitteeModel:
     """Holds the parameters and the compiled step; `step(pairs, tau)` is the per-step call.
 
     `reduce_sum` (optional) sums a small vector over all processes (MPI allreduce); it is called
     from inside the compiled step through a host callback so every rank reaches the same sigma.
+
+    ACE specs evaluate their forces with ace-jax's C++ kernel (pylal.model.ace_kernel; its radial table
+    agrees with the exact radial to ~1e-8 of max|F|); ace_kernel=False keeps ace-jax's XLA autodiff path
+    (exact features: the fit's design rows), as does a machine without a C++ compiler (with a warning).
     """
 
-    def __init__(self, params: Parameters, reduce_sum=None):
+    def __init__(self, params: Parameters, reduce_sum=None, ace_kernel: bool = True):
         self._reduce = reduce_sum
+        self._use_kernel = ace_kernel
         self.set_parameters(params)
 
     def set_parameters(self, params: Parameters):
@@ -162,10 +196,12 @@ class CommitteeModel:
         self._mean = jnp.asarray(params.mean)
         self._committee = jnp.asarray(params.committee)
         self._noise = jnp.asarray(float(params.noise_precision))
-        self._basis_arrays = params.spec.arrays()
+        if getattr(self, "_kernel_spec", None) != params.spec:
+            self._kernel, self._kernel_spec = _kernel_for(params.spec, self._use_kernel), params.spec
+        self._basis_arrays = params.spec.arrays() if self._kernel is None else self._kernel.arrays(params.committee)
 
     def _compiled(self, mode: str, n_atoms: int, n_slots: int):
-        key = (self.spec, mode, n_atoms, n_slots, self._reduce)
+        key = (self.spec, self._kernel, mode, n_atoms, n_slots, self._reduce)
         if key not in _COMPILED:
             reduce_sum = None
             if self._reduce is not None:
@@ -176,7 +212,7 @@ class CommitteeModel:
                         lambda a: np.asarray(host(np.asarray(a)), dtype=np.float64),
                         jax.ShapeDtypeStruct(x.shape, x.dtype), x, ordered=True)
             charges = jnp.asarray(species_charges(self.spec.species))
-            fn = functools.partial(_step, self.spec, charges, mode, reduce_sum, n_atoms, n_slots)
+            fn = functools.partial(_step, self.spec, self._kernel, charges, mode, reduce_sum, n_atoms, n_slots)
             _COMPILED[key] = jax.jit(fn)
         return _COMPILED[key]
 
@@ -210,7 +246,7 @@ class CommitteeModel:
         pair_mask = np.zeros(n_p)
         pair_mask[:P] = 1.0
         slots, n_slots = np.zeros(n_p, np.int32), 0
-        if members:  # neighbour slots per centre, padded to a bucket so MD does not recompile
+        if members or self._kernel is not None:  # neighbour slots per centre, padded to a bucket (no recompiles)
             slots[:P], most = neighbor_slots(pairs.centers, pairs.n_centers)
             n_slots = _SLOT_CAPACITY.get(n_c, 0)
             if most > n_slots:

@@ -1,0 +1,127 @@
+"""The force path of an ACE committee through ace-jax's C++ XLA-FFI kernel (`ace_jax.eval.ffi`).
+
+The kernel evaluates a lean linear ACE model with a radial table: per-site energies e_i of one readout
+`ct` (given at run time) and the forces of sum_i w_i e_i. pylal's committee is linear (E^k = c^k . B,
+HAL sec. 2), so every force of the step is one kernel call with a coefficient vector's readout:
+F_bar with c_bar, grad sigma~ with w (HAL eqs. 9-10), member k with c^k (f_i, HAL eq. 6).
+
+- Many-body part: the readout of c's ACE block is c_B @ G, with G (n_B, N) the kernel's readout map,
+  read off ace-jax's own `fold_readout` and `plan` (both linear in the readout) once per spec.
+- Pair part and constant: the kernel folds the pair readout into its table, so one table per member
+  would be needed; the pair energies are cheap and stay in XLA (vjp through the same table's pair radial).
+- Layout: the kernel wants positions and a neighbour matrix; pylal has pair vectors r_p with centres and
+  neighbours (ghosts included). Each centre sits at the origin and each pair p gets a pseudo-atom at r_p,
+  so the kernel sees r_p bit for bit; minus the pseudo-atom's force is dE/dr_p, which the committee
+  step turns into forces and virials as for the autodiff path.
+- The committee energies need the summed features B: `features` is ace-jax's XLA `site_basis` of the
+  full model with the same radial table (forward only), so energies and kernel forces are one model.
+The table differs from the exact radial by ~1e-8 of max|F|; fits keep the exact XLA features.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pylal.model.ace import AceSpec, ace_basis
+
+
+class KernelUnavailable(RuntimeError):
+    """ace-jax's kernel cannot be built here (no C++17 compiler, or the compile failed)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AceKernel:
+    """One AceSpec's kernel inputs: the full model with a radial table (features), the kernel's
+    attributes and constants (lean model, pair readout and E0 zero) and the readout map G."""
+
+    spec: AceSpec
+    table_model: object  # ace-jax ACEModel, exact basis methods, radial stage tabulated
+    attrs: dict
+    consts: tuple  # kernel constants; consts[5] (the readout) is replaced per call
+    readout_map: np.ndarray  # (n_B, N): readout of an ACE coefficient block b is b @ G
+
+    def arrays(self, committee) -> dict:
+        """Arguments of the compiled step: the table model's arrays, G and the K member readouts,
+        computed here once per hot-swap (committee (K, D))."""
+        import equinox as eqx
+
+        g = jnp.asarray(self.readout_map)
+        return dict(model=eqx.filter(self.table_model, eqx.is_array), consts=self.consts, G=g,
+                    members=self.readouts(jnp.asarray(committee), g))
+
+    def readouts(self, coefs, g):
+        """Kernel readouts (M, S, N) of coefficient vectors coefs (M, D)."""
+        s = self.spec
+        c = coefs.reshape(coefs.shape[0], s.n_species, s.n_per_species)
+        return c[:, :, 1 + s.n_pair:] @ g
+
+    def _model(self, arrays):
+        import equinox as eqx
+
+        return eqx.combine(arrays["model"], eqx.filter(self.table_model, eqx.is_array, inverse=True))
+
+    def features(self, vectors, centers, center_species, neighbor_species, n_centers, pair_mask, arrays):
+        """d_i = [1, pair, ACE] as AceSpec.atomic_features, but with the kernel's radial table."""
+        many_body, pair = self._model(arrays).site_basis(vectors, center_species, neighbor_species, centers,
+                                                         n_centers, pair_mask > 0)
+        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair, many_body], axis=1)
+
+    def pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species, pair_mask,
+                       node_species, center_mask, coefs, readouts, arrays):
+        """dE^m/dr_p (M, P, 3) of E^m = sum_i (center_mask_i) coefs[m, z_i] . d_i; coefs (M, S, D_s),
+        readouts (M, S, N) the kernel readouts of the same vectors (`readouts`)."""
+        from ace_jax.eval import ffi
+
+        n_c, n_p = node_species.shape[0], vectors.shape[0]
+        real = pair_mask > 0
+        # neighbour matrix (n_slots, n_c): pair p is pseudo-atom n_c + p in its centre's slot
+        nbr = jnp.full((n_slots, n_c), -1, jnp.int32).at[slots, jnp.where(real, centers, n_c)].set(
+            n_c + jnp.arange(n_p, dtype=jnp.int32), mode="drop")
+        positions = jnp.concatenate([jnp.zeros((n_c, 3), vectors.dtype), vectors])
+        species = jnp.concatenate([node_species, neighbor_species]).astype(jnp.int32)
+        weights = jnp.concatenate([center_mask, jnp.zeros(n_p, vectors.dtype)])
+        num = jnp.full((n_c,), n_slots, jnp.int32)
+        out = (jax.ShapeDtypeStruct((n_c + n_p,), vectors.dtype), jax.ShapeDtypeStruct(positions.shape, vectors.dtype))
+        consts = arrays["consts"]
+        rc2 = np.float64(self.spec.r_cut ** 2)
+
+        def many_body(ct):  # one kernel call per readout: minus the pseudo-atom forces are dE/dr_p
+            f = jax.ffi.ffi_call(ffi.TARGET, out)(positions, species, nbr, num, weights, *consts[:5], ct,
+                                                  consts[6], **self.attrs, rc2=rc2)[1]
+            return -f[n_c:]
+
+        g = jax.lax.map(many_body, readouts)
+        model = self._model(arrays)
+        n_pair = self.spec.n_pair
+        _, pullback = jax.vjp(lambda v: model.pair_radial(v, center_species, neighbor_species), vectors)
+        cot = coefs[:, center_species, 1:1 + n_pair] * (center_mask[centers] * pair_mask)[None, :, None]
+        (g_pair,) = jax.vmap(pullback)(cot)
+        return (g + g_pair) * pair_mask[None, :, None]
+
+
+@functools.lru_cache(maxsize=8)
+def ace_kernel(spec: AceSpec) -> AceKernel:
+    """The kernel of a spec, built once per process: compiles ace-jax's C++ source on first use (a few
+    seconds, cached on disk) and tabulates the radial stage (~10 s). Raises KernelUnavailable."""
+    from ace_jax.eval import ffi
+    from ace_jax.eval.model import fold_readout, lean, with_radial_table
+
+    try:
+        ffi.register(ffi.library())
+    except ffi.FFIUnavailable as e:
+        raise KernelUnavailable(f"ACE kernel for {spec}: {e}") from None
+    full = ace_basis(spec).model
+    unfolded = dataclasses.replace(full, folded=False)
+    zero = dataclasses.replace(unfolded, WB=jnp.zeros_like(full.WB), Wpair=jnp.zeros_like(full.Wpair),
+                               E0=jnp.zeros_like(full.E0))
+    kernel_model = lean(fold_readout(zero), radial_table=True)
+    attrs, consts = ffi.kernel_inputs(kernel_model)
+    # G: the kernel readout of each ACE basis function (WB = identity through fold_readout and plan)
+    identity = fold_readout(dataclasses.replace(unfolded, WB=jnp.eye(full.WB.shape[0], dtype=full.WB.dtype)))
+    g = np.asarray(ffi.plan(dataclasses.replace(kernel_model, ctilde=identity.ctilde))[3])
+    table_model = with_radial_table(full, True)[0]
+    return AceKernel(spec, table_model, attrs, tuple(consts), g)
