@@ -5,6 +5,10 @@ HAL step       : + sigma, grad sigma (one extra cotangent in the same reverse pa
 HAL + f_i      : + the forces of all K=32 members (relative force uncertainty, HAL eq. 6)
 Bases side by side at about equal D (pylal's power basis n_max 8 l_max 4, D 189; ace-jax's ACE order 2
 max_degree 16, D 180, the more accurate one in benchmarks/model_accuracy.py); --basis picks one.
+ACE twice: `ace` through ace-jax's XLA autodiff (exact radial), `ace-kernel` with its forces through
+ace-jax's C++ kernel (pylal.model.ace_kernel, the default in LAMMPS and ASE) and the committee energies
+from XLA features with the same radial table; `ace-kernel energies` is that forward pass alone (what the
+committee energies cost). max|dF|: kernel against XLA, same configuration.
 Last line: `committee_cost: <HAL+f_i / mean-only> x` of the power basis (goal <= 2; HAL/mean goal <= 1.1).
 Run with one thread: OMP_NUM_THREADS=1 and XLA_FLAGS set below.
 """
@@ -27,46 +31,98 @@ from pylal.model.params import Parameters  # noqa: E402
 from pylal.sampling import diamond_si  # noqa: E402
 
 
-SPECS = {"power": BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4),
-         "ace": AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=16)}
+ACE = AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=16)
+SPECS = {"power": BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4), "ace": ACE, "ace-kernel": ACE}
 KINDS = {"mean-only": dict(bias=False), "HAL": dict(tau=0.1), "HAL + f_i": dict(tau=0.1, members=True)}
 
 
-def timings(spec, n_members, reps, rounds) -> dict:
+def setup(name, n_members):
+    """The committee model of a named variant (random coefficients) and the 512-atom rattled Si cell."""
+    spec = SPECS[name]
     rng = np.random.default_rng(0)
     mean = rng.normal(size=spec.size) * 1e-3
     params = Parameters(spec, mean, mean + 1e-4 * rng.normal(size=(n_members, spec.size)), 1e3)
-    model = CommitteeModel(params)
     atoms = diamond_si(4, rattle=0.1, seed=1)
-    pairs = ase_pairs(atoms, spec.r_cut, spec.species)
-    for kw in KINDS.values():
-        model.step(pairs, **kw)  # compile
-    best = {k: np.inf for k in KINDS}
-    for _ in range(rounds):  # interleaved rounds: the machine's noise hits all kinds alike
-        for name, kw in KINDS.items():
+    return CommitteeModel(params, ace_kernel=name == "ace-kernel"), ase_pairs(atoms, spec.r_cut, spec.species)
+
+
+def energies_timer(model, pairs):
+    """The kernel step's forward pass alone (committee energies E^k from the tabulated XLA features)."""
+    import jax
+
+    from pylal.model.committee import bucket
+    kernel, arrays = model._kernel, model._basis_arrays  # benchmark only: the step's own pieces
+    n_c = bucket(pairs.n_centers)
+    v = np.zeros((bucket(pairs.n_pairs), 3))
+    v[:, 0] = 2 * model.spec.r_cut
+    v[: pairs.n_pairs] = pairs.vectors
+    c = np.zeros(len(v), np.int32)
+    c[: pairs.n_pairs] = pairs.centers
+    z = np.zeros(len(v), np.int32)
+    mask = (np.arange(len(v)) < pairs.n_pairs).astype(float)
+    committee = model._committee
+
+    @jax.jit
+    def energies(v):
+        return committee @ kernel.features(v, c, z, z, n_c, mask, arrays).sum(0)
+
+    return lambda: jax.block_until_ready(energies(v))
+
+
+def timings(setups, n_members, reps, rounds) -> dict:
+    """Best us/atom of every (basis, kind), interleaved: the machine's noise hits all alike."""
+    runs = {}
+    for name, (model, pairs) in setups.items():
+        print(f"{name}: {pairs.n_centers} atoms, {pairs.n_pairs} pairs, basis {model.spec.size}, K={n_members}",
+              flush=True)
+        for kind, kw in KINDS.items():
+            runs[name, kind] = lambda model=model, kw=kw: model.step(pairs, **kw)
+        if name == "ace-kernel":
+            runs[name, "energies"] = energies_timer(model, pairs)
+    for run in runs.values():
+        run()  # compile
+    best = {key: np.inf for key in runs}
+    for _ in range(rounds):
+        for key, run in runs.items():
+            n = reps if key[0] != "ace" else max(1, reps // 10)
             t0 = time.perf_counter()
-            for _ in range(reps):
-                model.step(pairs, **kw)
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps / len(atoms))
-    print(f"{spec.kind}: {len(atoms)} atoms, {pairs.n_pairs} pairs, basis {spec.size}, K={n_members}", flush=True)
-    for name, t in best.items():
-        print(f"{name:>10}: {t * 1e6:8.2f} us/atom/step  {t / best['mean-only']:5.2f} x mean-only", flush=True)
-    return best
+            for _ in range(n):
+                run()
+            best[key] = min(best[key], (time.perf_counter() - t0) / n / setups[key[0]][1].n_centers)
+    out = {name: {kind: t for (nm, kind), t in best.items() if nm == name} for name in setups}
+    for name, b in out.items():
+        print(name)
+        for kind, t in b.items():
+            print(f"{kind:>10}: {t * 1e6:8.2f} us/atom/step  {t / b['mean-only']:5.2f} x mean-only", flush=True)
+    return out
+
+
+def kernel_agreement(setups):
+    """max|dF| of the kernel step against the XLA step (HAL + f_i), same parameters and configuration."""
+    (kernel, pairs), (xla, _) = setups["ace-kernel"], setups["ace"]
+    a, b = kernel.step(pairs, tau=0.1, members=True), xla.step(pairs, tau=0.1, members=True)
+    for name in ("forces_mean", "grad_sigma", "member_forces"):
+        x, y = getattr(a, name), getattr(b, name)
+        print(f"kernel - XLA, {name}: max|dF| {np.abs(x - y).max():.2e} eV/A (max|F| {np.abs(y).max():.2f})")
+    print(f"kernel - XLA, e_members: max|dE| {np.abs(a.e_members - b.e_members).max():.2e} eV")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 1 min with --basis power)")
     ap.add_argument("--members", type=int, default=32)
-    ap.add_argument("--basis", choices=["both", *SPECS], default="both")
+    ap.add_argument("--basis", choices=["all", *SPECS], default="all")
     args = ap.parse_args()
     reps, rounds = (10, 3) if args.quick else (50, 5)
-    names = list(SPECS) if args.basis == "both" else [args.basis]
-    best = {name: timings(SPECS[name], args.members, reps if name == "power" else max(1, reps // 10), rounds)
-            for name in names}
-    if len(best) == 2:
-        for kind in KINDS:
-            print(f"ace / power, {kind}: {best['ace'][kind] / best['power'][kind]:.1f} x")
+    names = list(SPECS) if args.basis == "all" else [args.basis]
+    setups = {name: setup(name, args.members) for name in names}
+    best = timings(setups, args.members, reps, rounds)
+    for ace in ("ace", "ace-kernel"):
+        if ace in best and "power" in best:
+            for kind in KINDS:
+                print(f"{ace} / power, {kind}: {best[ace][kind] / best['power'][kind]:.1f} x")
+    if "ace" in best and "ace-kernel" in best:
+        kernel_agreement(setups)
     b = best[names[0]]
     print(f"hal_cost: {b['HAL'] / b['mean-only']:.3f} x")
     print(f"committee_cost: {b['HAL + f_i'] / b['mean-only']:.3f} x")

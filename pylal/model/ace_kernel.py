@@ -106,22 +106,43 @@ class AceKernel:
 @functools.lru_cache(maxsize=8)
 def ace_kernel(spec: AceSpec) -> AceKernel:
     """The kernel of a spec, built once per process: compiles ace-jax's C++ source on first use (a few
-    seconds, cached on disk) and tabulates the radial stage (~10 s). Raises KernelUnavailable."""
+    seconds, cached on disk) and tabulates the radial stage once (JAX compilation, 10-25 s).
+    Raises KernelUnavailable."""
     from ace_jax.eval import ffi
-    from ace_jax.eval.model import fold_readout, lean, with_radial_table
+    from ace_jax.eval.model import fold_readout, lean, lean_keep_basis, with_radial_table
 
     try:
         ffi.register(ffi.library())
     except ffi.FFIUnavailable as e:
         raise KernelUnavailable(f"ACE kernel for {spec}: {e}") from None
-    full = ace_basis(spec).model
-    unfolded = dataclasses.replace(full, folded=False)
-    zero = dataclasses.replace(unfolded, WB=jnp.zeros_like(full.WB), Wpair=jnp.zeros_like(full.Wpair),
+    full = dataclasses.replace(ace_basis(spec).model, folded=False)
+    # features: the exact basis methods on pruned radial columns (B unchanged), radial stage tabulated
+    table_model = with_radial_table(fold_readout(lean_keep_basis(full)), True)[0]
+    # kernel: the lean model with pair readout and E0 zero; its table is [the same R_nl columns | folded pair
+    # radial (zero)], so it is cut from the features' table instead of being fitted (and compiled) again
+    zero = dataclasses.replace(full, WB=jnp.zeros_like(full.WB), Wpair=jnp.zeros_like(full.Wpair),
                                E0=jnp.zeros_like(full.E0))
-    kernel_model = lean(fold_readout(zero), radial_table=True)
+    kernel_model = lean(fold_readout(zero))
+    _check_same_radial_columns(table_model, kernel_model)
+    n_rnl = table_model.rtab_coefs.shape[-1] - table_model.Wpair.shape[0]
+    rtab = jnp.pad(table_model.rtab_coefs[..., :n_rnl], [(0, 0)] * 3 + [(0, 1)])
+    kernel_model = dataclasses.replace(kernel_model, rtab_grid=table_model.rtab_grid, rtab_coefs=rtab)
     attrs, consts = ffi.kernel_inputs(kernel_model)
     # G: the kernel readout of each ACE basis function (WB = identity through fold_readout and plan)
-    identity = fold_readout(dataclasses.replace(unfolded, WB=jnp.eye(full.WB.shape[0], dtype=full.WB.dtype)))
+    identity = fold_readout(dataclasses.replace(full, WB=jnp.eye(full.WB.shape[0], dtype=full.WB.dtype)))
     g = np.asarray(ffi.plan(dataclasses.replace(kernel_model, ctilde=identity.ctilde))[3])
-    table_model = with_radial_table(full, True)[0]
     return AceKernel(spec, table_model, attrs, tuple(consts), g)
+
+
+def _check_same_radial_columns(table_model, kernel_model):
+    """The kernel's R_nl columns are the features' (same pruning): compared on the exact radials."""
+    exact = table_model.without_radial_table()
+    nz = exact.E0.shape[0]
+    r = np.linspace(0.8, float(np.min(exact.table_cutoffs())) - 0.05, 7)
+    rij = jnp.asarray(np.stack([r, 0 * r, 0 * r], -1))
+    for zi in range(nz):
+        for zj in range(nz):
+            z = (jnp.full(len(r), zi), jnp.full(len(r), zj))
+            a, b = exact.radial(rij, *z)[0], kernel_model.radial(rij, *z)[0]
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-12, atol=1e-14):
+                raise KernelUnavailable("ace-jax's lean model reorders the radial columns (ace-jax version?)")

@@ -1,0 +1,80 @@
+"""ACE forces through ace-jax's C++ kernel (pylal.model.ace_kernel) against ace-jax's XLA autodiff step.
+
+The kernel reads a radial table (~1e-8 of max|F| from the exact radial), so the two paths agree to that,
+not to round-off; finite differences of the kernel path are in test_model_physics (basis "ace").
+"""
+import numpy as np
+import pytest
+
+from pylal.model.committee import CommitteeModel
+from pylal.model.neighbors import ase_pairs
+from pylal.model.params import Parameters
+from tests.conftest import random_parameters
+
+TABLE_TOL = 1e-7  # relative to the largest entry; measured ~2e-9
+
+
+def _close(kernel, xla, name):
+    x, y = np.asarray(getattr(kernel, name)), np.asarray(getattr(xla, name))
+    assert np.abs(x - y).max() <= TABLE_TOL * np.abs(y).max(), name
+
+
+@pytest.fixture(scope="module")
+def sic_setup():
+    from ase.build import bulk
+
+    from pylal.model.ace import AceSpec
+    atoms = bulk("Si", "diamond", 5.2, cubic=True)
+    atoms.symbols[[1, 4, 6]] = "C"
+    atoms.cell[0, 1] = 0.4
+    atoms.rattle(0.15, seed=4)
+    spec = AceSpec(species=("Si", "C"), r_cut=3.5, order=3, max_degree=6, prior=(1.0, 1.6))  # sic_ace_spec
+    return spec, ase_pairs(atoms, spec.r_cut, spec.species)
+
+
+def test_kernel_step_equals_the_xla_step(sic_setup):
+    """Two species: committee and member energies, F_bar, grad sigma, member forces, virials, atom sigma."""
+    spec, pairs = sic_setup
+    params = random_parameters(spec, n_members=4)
+    kernel = CommitteeModel(params).step(pairs, tau=0.3, members=True)
+    xla = CommitteeModel(params, ace_kernel=False).step(pairs, tau=0.3, members=True)
+    assert kernel.sigma == pytest.approx(xla.sigma, rel=1e-9)
+    assert kernel.e_mean == pytest.approx(xla.e_mean, rel=1e-9)
+    for name in ("e_members", "forces_mean", "grad_sigma", "virial_mean", "virial_sigma", "member_forces",
+                 "member_virials", "atom_sigma"):
+        _close(kernel, xla, name)
+
+
+def test_hot_swap_recomputes_the_member_readouts(sic_setup):
+    spec, pairs = sic_setup
+    model = CommitteeModel(random_parameters(spec, n_members=4, seed=1))
+    new = random_parameters(spec, n_members=4, seed=2)
+    model.set_parameters(new)
+    swapped = model.step(pairs, tau=0.3, members=True)
+    fresh = CommitteeModel(new).step(pairs, tau=0.3, members=True)
+    np.testing.assert_array_equal(swapped.member_forces, fresh.member_forces)
+    np.testing.assert_array_equal(swapped.grad_sigma, fresh.grad_sigma)
+
+
+def test_no_compiler_falls_back_to_xla_with_a_warning(sic_setup, monkeypatch):
+    import pylal.model.ace_kernel as ace_kernel
+
+    def unavailable(spec):
+        raise ace_kernel.KernelUnavailable("no C++17 compiler (test)")
+
+    monkeypatch.setattr(ace_kernel, "ace_kernel", unavailable)
+    spec, pairs = sic_setup
+    params = random_parameters(spec, n_members=4)
+    with pytest.warns(UserWarning, match="no C[+][+]17 compiler.*XLA"):
+        model = CommitteeModel(params)
+    expected = CommitteeModel(params, ace_kernel=False).step(pairs, tau=0.3, members=True)
+    np.testing.assert_array_equal(model.step(pairs, tau=0.3, members=True).forces, expected.forces)
+
+
+def test_design_rows_keep_the_exact_features(sic_setup):
+    """The fit reads the exact XLA features (no radial table): its basis model does not use the kernel."""
+    from pylal.fit.design import _basis_model
+
+    spec, _ = sic_setup
+    assert _basis_model(spec)._kernel is None
+    assert CommitteeModel(Parameters(spec, np.zeros(spec.size), np.zeros((2, spec.size)), 1.0))._kernel is not None
