@@ -111,10 +111,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 1 min with --basis power)")
     ap.add_argument("--members", type=int, default=32)
-    ap.add_argument("--basis", choices=["all", *SPECS], default="all")
+    ap.add_argument("--basis", nargs="+", choices=list(SPECS), default=list(SPECS))
     args = ap.parse_args()
     reps, rounds = (10, 3) if args.quick else (50, 5)
-    names = list(SPECS) if args.basis == "all" else [args.basis]
+    names = args.basis
     setups = {name: setup(name, args.members) for name in names}
     best = timings(setups, args.members, reps, rounds)
     for ace in ("ace", "ace-kernel"):

@@ -8,7 +8,8 @@ cotangent: F_bar with c_bar, grad sigma~ with w = sum_k (E^k - E_bar)(c^k - c_ba
 the HAL force F_bar + tau grad sigma~ is assembled outside the compiled step (StepResult.forces,
 physics.hal_forces), so tau is not an argument of the compiled code. Per-member forces for f_i
 (HAL eq. 6) contract the K coefficient vectors with dE/d(density) per centre, without the explicit
-pair Jacobian (`member_gradients`).
+pair Jacobian (`member_gradients`). ACE specs take every force from ace-jax's C++ kernel instead, one
+call per coefficient vector (pylal.model.ace_kernel); the energies stay one XLA forward pass.
 
 Atom and pair counts are padded to size buckets (see `bucket`) so MD does not recompile.
 """
@@ -187,6 +188,7 @@ class CommitteeModel:
     def __init__(self, params: Parameters, reduce_sum=None, ace_kernel: bool = True):
         self._reduce = reduce_sum
         self._use_kernel = ace_kernel
+        self._kernel, self._kernel_spec = None, None
         self.set_parameters(params)
 
     def set_parameters(self, params: Parameters):
@@ -196,7 +198,7 @@ class CommitteeModel:
         self._mean = jnp.asarray(params.mean)
         self._committee = jnp.asarray(params.committee)
         self._noise = jnp.asarray(float(params.noise_precision))
-        if getattr(self, "_kernel_spec", None) != params.spec:
+        if self._kernel_spec != params.spec:  # the kernel is per spec; its member readouts per committee
             self._kernel, self._kernel_spec = _kernel_for(params.spec, self._use_kernel), params.spec
         self._basis_arrays = params.spec.arrays() if self._kernel is None else self._kernel.arrays(params.committee)
 
