@@ -13,8 +13,9 @@ F_bar with c_bar, grad sigma~ with w (HAL eqs. 9-10), member k with c^k (f_i, HA
   neighbours (ghosts included). Each centre sits at the origin and each pair p gets a pseudo-atom at r_p,
   so the kernel sees r_p bit for bit; minus the pseudo-atom's force is dE/dr_p, which the committee
   step turns into forces and virials as for the autodiff path.
-- The committee energies need the summed features B: `features` is ace-jax's XLA `site_basis` of the
-  full model with the same radial table (forward only), so energies and kernel forces are one model.
+- The committee energies need the summed features B: `features` is ace-jax's XLA `site_basis` (forward
+  only) of the full model with pruned radial columns (`lean_keep_basis`: B unchanged) and the kernel's
+  radial table, so energies and kernel forces are one model.
 The table differs from the exact radial by ~1e-8 of max|F|; fits keep the exact XLA features.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ class AceKernel:
     spec: AceSpec
     table_model: object  # ace-jax ACEModel, exact basis methods, radial stage tabulated
     attrs: dict
-    consts: tuple  # kernel constants; consts[5] (the readout) is replaced per call
+    consts: tuple  # `ffi.kernel_inputs`: (table, cutoffs, runs, groups, factor, readout, E0); readout replaced per call
     readout_map: np.ndarray  # (n_B, N): readout of an ACE coefficient block b is b @ G
 
     def arrays(self, committee) -> dict:
@@ -117,7 +118,7 @@ def ace_kernel(spec: AceSpec) -> AceKernel:
         raise KernelUnavailable(f"ACE kernel for {spec}: {e}") from None
     full = dataclasses.replace(ace_basis(spec).model, folded=False)
     # features: the exact basis methods on pruned radial columns (B unchanged), radial stage tabulated
-    table_model = with_radial_table(fold_readout(lean_keep_basis(full)), True)[0]
+    table_model = with_radial_table(lean_keep_basis(full), True)[0]
     # kernel: the lean model with pair readout and E0 zero; its table is [the same R_nl columns | folded pair
     # radial (zero)], so it is cut from the features' table instead of being fitted (and compiled) again
     zero = dataclasses.replace(full, WB=jnp.zeros_like(full.WB), Wpair=jnp.zeros_like(full.Wpair),
