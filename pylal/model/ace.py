@@ -138,4 +138,19 @@ def ace_basis(spec: AceSpec):
     """The ace-jax Basis (model + meta + nnll) of a spec, built once per process (about 1 s)."""
     from ace_jax.basis.model import build_model
 
-    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL)
+    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL,
+                       r0=bond_lengths(spec.species))
+
+
+def bond_lengths(species) -> np.ndarray | None:
+    """ace-jax's per-pair radial scale r0 (ij) = (b_i + b_j) / 2; None (ace-jax's own default) when it tabulates
+    every element. ace-jax 0.4.1 tabulates ACEpotentials' bond lengths for 76 elements but not H, He, Ne,
+    Ar, ...; those take twice ASE's covalent radius (H: 0.62 A, against the tabulated C 1.4, O 1.7)."""
+    from ace_jax.basis.radial_init import BOND_LEN
+    from ase.data import atomic_numbers, covalent_radii
+
+    z = [atomic_numbers[s] for s in species]
+    if all(zi in BOND_LEN for zi in z):
+        return None
+    b = np.array([BOND_LEN.get(zi, 2.0 * covalent_radii[zi]) for zi in z])
+    return 0.5 * (b[:, None] + b[None, :])
