@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.model.basis import spec_dict, spec_from_fields
+from pylal.model.zbl import switch_radii
 
 jax.config.update("jax_enable_x64", True)
 
@@ -39,8 +40,9 @@ class AceSpec:
     order: int = 2  # correlation order (body order - 1)
     max_degree: int = 16  # total-degree bound of ace-jax's basis selection
     wL: float = 1.5  # weight of l against n in the total degree
-    # Short-range repulsive ZBL prior switched off between (r_on, r_off); None disables (pylal.model.zbl)
-    prior: tuple[float, float] | None = (1.2, 1.8)
+    # Short-range repulsive ZBL prior switched off between (r_on, r_off) Angstrom, or "covalent": a window
+    # per species pair from covalent radii (pylal.model.zbl.switch_radii); None disables it
+    prior: tuple[float, float] | str | None = "covalent"
 
     def __post_init__(self):
         if not self.species:
@@ -49,6 +51,8 @@ class AceSpec:
             raise ValueError(f"AceSpec: order={self.order} must be 1..4")
         if self.max_degree < 1 or self.r_cut <= 0:
             raise ValueError("AceSpec: need max_degree >= 1 and r_cut > 0")
+        if self.prior is not None:
+            switch_radii(self.species, self.prior)  # a clear error for a bad prior
 
     kind = KIND
 
