@@ -1,0 +1,163 @@
+"""Carving big flagged cells into labels (pylal/select/carve.py, docs/carving.md): the core's
+environment and reference forces against the parent's, masked fits against the parent's rows,
+and the same cells from 1, 2 and 4 owners of the atoms."""
+import threading
+
+import numpy as np
+import pytest
+from ase.neighborlist import neighbor_list
+
+from pylal.fit.design import FORCE_WEIGHTS, PARTIAL, configuration_rows
+from pylal.lammps.comm import Collectives
+from pylal.sampling import diamond_si
+from pylal.select.carve import CarveError, CarveRule, OwnedAtoms, carve
+
+SW_CUT = 3.77118  # Si.sw: a * sigma = 1.8 * 2.0951 A
+
+
+def parent_cell(repeat=6, vacancies=3, seed=0):
+    """Rattled diamond Si with a few vacancies and an f_i with three hot spots half a cell apart
+    (lattice sites, so that the regions of 128 atoms of a 6x6x6 cell do not overlap)."""
+    atoms = diamond_si(repeat, rattle=0.1, seed=seed)
+    rng = np.random.default_rng(seed)
+    del atoms[rng.choice(len(atoms), vacancies, replace=False)]
+    f_i = rng.uniform(0.0, 0.1, len(atoms))
+    for spot, value in zip([(0, 0, 0), (0.5, 0, 0), (0, 0.5, 0)], (1.0, 0.9, 0.8)):
+        f_i[np.argmin(np.linalg.norm(atoms.positions - np.array(spot) @ atoms.cell.array, axis=1))] = value
+    atoms.arrays["f_i"] = f_i
+    atoms.arrays["id"] = np.arange(1, len(atoms) + 1)
+    return atoms
+
+
+def owned(atoms, owner, n_owners):
+    sel = owner == np.arange(n_owners)[:, None]
+    return [OwnedAtoms(atoms.arrays["id"][s], atoms.numbers[s], atoms.positions[s], atoms.arrays["f_i"][s]) for s in sel]
+
+
+class ThreadComm:
+    """An in-process communicator of n 'ranks', one thread each (the collectives carve() uses)."""
+
+    def __init__(self, rank, slots, barrier):
+        self.rank, self.slots, self.barrier = rank, slots, barrier
+
+    def allgather(self, obj):
+        self.slots[self.rank] = obj
+        self.barrier.wait()
+        out = list(self.slots)
+        self.barrier.wait()
+        return out
+
+    def gather(self, obj):
+        out = self.allgather(obj)
+        return out if self.rank == 0 else None
+
+    def bcast(self, obj):
+        return self.allgather(obj)[0]
+
+    def sum(self, x):
+        return sum(self.allgather(x))
+
+
+def carve_on_owners(atoms, rule, n_owners, seed=1):
+    """carve() with the atoms dealt at random to n_owners threads; rank 0's cells."""
+    owner = np.random.default_rng(seed).integers(0, n_owners, len(atoms))
+    parts, slots, barrier = owned(atoms, owner, n_owners), [None] * n_owners, threading.Barrier(n_owners)
+    results = [None] * n_owners
+
+    def run(r):
+        results[r] = carve(parts[r], atoms.cell.array, atoms.pbc, rule, ThreadComm(r, slots, barrier))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(n_owners)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(res is None for res in results[1:])
+    return results[0]
+
+
+def environments(atoms, cutoff, ids):
+    """{id: sorted (distance, Z) of its neighbours within cutoff} for atoms with these IDs."""
+    i, j, d = neighbor_list("ijd", atoms, cutoff)
+    out = {}
+    for k in np.flatnonzero(np.isin(atoms.arrays["id"], ids)):
+        sel = i == k
+        out[atoms.arrays["id"][k]] = sorted(zip(np.round(d[sel], 9), atoms.numbers[j[sel]]))
+    return out
+
+
+def core(cell):
+    return cell.arrays[FORCE_WEIGHTS] > 0
+
+
+def test_core_sees_the_parent_environment():
+    """margin = r_cut (the default): every core atom has the parent's neighbours within r_cut."""
+    parent = parent_cell()
+    rule = CarveRule(max_atoms=128, margin=SW_CUT, max_regions=3)
+    cells = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc, rule, Collectives())
+    assert len(cells) == 3  # three hot spots, far apart
+    assert [c.arrays["id"][np.argmax(c.arrays["f_i"])] for c in cells] == list(
+        parent.arrays["id"][np.argsort(-parent.arrays["f_i"])[:3]])
+    for cell in cells:
+        assert len(cell) <= 128 and cell.pbc.all() and cell.info[PARTIAL]
+        ids = cell.arrays["id"][core(cell)]
+        assert len(ids) >= 5
+        assert environments(cell, SW_CUT, ids) == environments(parent, SW_CUT, ids)
+        # the margin is not the parent's: some margin atom lost neighbours at the cut
+        margin_ids = cell.arrays["id"][~core(cell)]
+        assert environments(cell, SW_CUT, margin_ids) != environments(parent, SW_CUT, margin_ids)
+
+
+def test_core_reference_forces_equal_the_parent_with_two_cutoffs_margin():
+    """Stillinger-Weber forces on core atoms equal the parent's to 1e-6 eV/A with margin 2 r_cut,
+    and differ with margin 1 r_cut (the force on i depends on atoms up to 2 r_cut away)."""
+    from pylal.reference import make_calculator
+
+    parent = parent_cell()
+    calc = make_calculator("lammps")
+    f_parent = dict(zip(parent.arrays["id"], calc.get_forces(parent)))
+    worst = {}
+    for margin, max_atoms in ((2 * SW_CUT, 512), (SW_CUT, 128)):
+        rule = CarveRule(max_atoms=max_atoms, margin=margin, max_regions=1)
+        (cell,) = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc, rule,
+                        Collectives())
+        assert len(cell) <= max_atoms
+        f_cell = calc.get_forces(cell)[core(cell)]
+        f_ref = np.array([f_parent[i] for i in cell.arrays["id"][core(cell)]])
+        worst[margin] = np.abs(f_cell - f_ref).max()
+    assert worst[2 * SW_CUT] < 1e-6
+    assert worst[SW_CUT] > 1e-5  # measured 5.7e-5 eV/A: SW's cutoff function is very smooth near r_cut
+
+
+@pytest.mark.parametrize("n_owners", [2, 4])
+def test_same_cells_on_any_number_of_owners(n_owners):
+    parent = parent_cell()
+    rule = CarveRule(max_atoms=96, margin=SW_CUT, max_regions=3)
+    serial = carve_on_owners(parent, rule, 1)
+    split = carve_on_owners(parent, rule, n_owners)
+    assert len(split) == len(serial) == 3
+    for a, b in zip(serial, split):
+        assert (a.arrays["id"] == b.arrays["id"]).all() and (core(a) == core(b)).all()
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-12)
+        np.testing.assert_allclose(a.cell.array, b.cell.array, atol=1e-12)
+
+
+def test_bad_rules_say_which_keyword():
+    parent = parent_cell(repeat=5)
+    own = owned(parent, np.zeros(len(parent), int), 1)[0]
+    with pytest.raises(CarveError, match="carve_margin"):
+        carve(own, parent.cell.array, parent.pbc, CarveRule(max_atoms=32, margin=6.0), Collectives())
+    with pytest.raises(CarveError, match="label_max_atoms"):
+        carve(own, parent.cell.array, parent.pbc, CarveRule(max_atoms=800, margin=3.0), Collectives())
+
+
+def test_cluster_is_a_sphere_without_periodicity():
+    parent = parent_cell(repeat=5)
+    rule = CarveRule(max_atoms=100, margin=SW_CUT, shape="cluster", gap=5.0, max_regions=1)
+    (cell,) = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc, rule,
+                    Collectives())
+    assert not cell.pbc.any() and len(cell) <= 100
+    r = np.linalg.norm(cell.positions - 0.5 * cell.cell.diagonal(), axis=1)
+    assert r.max() < cell.info["carve_half_width"] and r[core(cell)].max() < cell.info["carve_half_width"] - SW_CUT
+    ids = cell.arrays["id"][core(cell)]
+    assert environments(cell, SW_CUT, ids) == environments(parent, SW_CUT, ids)
