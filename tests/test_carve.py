@@ -161,3 +161,75 @@ def test_cluster_is_a_sphere_without_periodicity():
     assert r.max() < cell.info["carve_half_width"] and r[core(cell)].max() < cell.info["carve_half_width"] - SW_CUT
     ids = cell.arrays["id"][core(cell)]
     assert environments(cell, SW_CUT, ids) == environments(parent, SW_CUT, ids)
+
+
+def labelled(atoms, calc):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = atoms.copy()
+    out.calc = SinglePointCalculator(out, energy=calc.get_potential_energy(atoms), forces=calc.get_forces(atoms),
+                                     stress=calc.get_stress(atoms))
+    return out
+
+
+def test_masked_fit_equals_the_fit_on_the_parents_core_rows():
+    """Carved labels (core forces only, margin 2 r_cut) and whole-cell labels in one fit equal the
+    fit whose rows for those core atoms come from the labelled parent."""
+    from pylal.fit.committee import FitSettings, fit_design
+    from pylal.fit.design import DesignSet
+    from pylal.model.basis import BasisSpec
+    from pylal.reference import make_calculator
+
+    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
+    calc = make_calculator("lammps")
+    parent = labelled(parent_cell(repeat=5, seed=3), calc)
+    rule = CarveRule(max_atoms=360, margin=2 * spec.r_cut, max_regions=1)
+    (cell,) = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc, rule, Collectives())
+    cell.calc = labelled(cell, calc).calc
+    whole = [labelled(diamond_si(1, rattle=0.15, seed=s), calc) for s in range(4)]
+
+    psi_cell, y_cell, kinds_cell = configuration_rows(spec, cell)
+    psi_parent, y_parent, _ = configuration_rows(spec, parent)
+    index = np.searchsorted(parent.arrays["id"], cell.arrays["id"][core(cell)])
+    rows = 1 + (3 * index[:, None] + np.arange(3)).ravel()  # after the parent's energy row
+    assert set(kinds_cell) == {"F"} and len(kinds_cell) == 3 * core(cell).sum()
+    np.testing.assert_allclose(psi_cell, psi_parent[rows], atol=1e-10)
+    np.testing.assert_allclose(y_cell, y_parent[rows], atol=1e-6)
+
+    fits = []
+    for block in ((psi_cell, y_cell), (psi_parent[rows], y_parent[rows])):
+        design = DesignSet(spec)
+        for atoms in whole[:2]:
+            design.add(atoms)
+        design.add_block(*block, kinds_cell)
+        for atoms in whole[2:]:
+            design.add(atoms)
+        fits.append(fit_design(design, FitSettings(n_members=4), seed=0))
+    np.testing.assert_allclose(fits[0].mean, fits[1].mean, rtol=1e-6, atol=1e-9)
+
+
+def test_fix_keywords_and_server_store_keep_the_mask(tmp_path):
+    from pylal.lammps.settings import FixArgumentError, parse_fix_args
+    from pylal.server import protocol
+    from pylal.server.store import Store
+
+    base = ["p.npz", "elements", "Si"]
+    settings = parse_fix_args(base + ["label_max_atoms", "64", "carve", "cluster", "carve_gap", "6"])
+    rule = settings.carve_rule(r_cut=3.8)
+    assert (rule.max_atoms, rule.shape, rule.gap, rule.margin) == (64, "cluster", 6.0, 3.8)
+    for bad, keyword in ((["carve", "sphere"], "carve"), (["label_max_atoms", "-1"], "label_max_atoms"),
+                         (["carve_margin", "x"], "carve_margin"), (["carve_regions", "0"], "carve_regions")):
+        with pytest.raises(FixArgumentError, match=f"'{keyword}'"):
+            parse_fix_args(base + bad)
+
+    parent = parent_cell()
+    (cell,) = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc,
+                    CarveRule(max_regions=1), Collectives())
+    core_idx = np.flatnonzero(core(cell)).tolist()
+    with pytest.raises(protocol.ProtocolError, match="core"):
+        protocol._check_prov({"core": [1, -2]})
+    store = Store(tmp_path / "store.db")
+    row, _, _ = store.add_flag(cell, {"step": 7, "core": core_idx, "parent_step": 7})
+    store.mark_labeled(row, {"energy": 1.0, "forces": np.ones((len(cell), 3))}, 0.1, 1)
+    (_, atoms), = store.labeled_atoms()
+    assert atoms.info[PARTIAL] and (atoms.arrays[FORCE_WEIGHTS] == cell.arrays[FORCE_WEIGHTS]).all()

@@ -127,7 +127,7 @@ def build_cell(parts, rule: CarveRule, h_max: float) -> Atoms:
     atoms.arrays["id"] = tags[inside].astype(int)
     atoms.arrays["f_i"] = f_i[inside]
     mask_forces(atoms, core[inside])
-    atoms.info.update(carve_shape=rule.shape, carve_half_width=float(h), carve_margin=float(rule.margin),
+    atoms.info.update(carve_centre_id=int(tags[np.argmin(r)]), carve_shape=rule.shape, carve_half_width=float(h), carve_margin=float(rule.margin),
                       carve_gap=float(rule.gap))
     return atoms
 
