@@ -233,3 +233,43 @@ def test_fix_keywords_and_server_store_keep_the_mask(tmp_path):
     store.mark_labeled(row, {"energy": 1.0, "forces": np.ones((len(cell), 3))}, 0.1, 1)
     (_, atoms), = store.labeled_atoms()
     assert atoms.info[PARTIAL] and (atoms.arrays[FORCE_WEIGHTS] == cell.arrays[FORCE_WEIGHTS]).all()
+
+
+@pytest.mark.mpi
+def test_fix_pylal_on_two_ranks_carves_what_one_process_carves(tmp_path):
+    """A 510-atom cell flagged in LAMMPS on 2 ranks (fix pylal label_max_atoms 100): the carved flag
+    files equal carve() of the dumped configuration and f_i in one process."""
+    import ase.io
+    from conftest import random_parameters
+    from lammps_util import read_dump, run_lmp, write_data
+    from pylal.model.basis import BasisSpec
+
+    spec = BasisSpec(species=("Si",), r_cut=3.5, n_max=4, l_max=2)
+    random_parameters(spec, n_members=8, seed=1).save(tmp_path / "params.npz")
+    atoms = parent_cell(repeat=4, vacancies=2)
+    write_data(atoms, tmp_path / "cell.data", ["Si"])
+    deck = """units metal
+atom_style atomic
+atom_modify map array
+processors 2 1 1
+read_data cell.data
+pair_style zero 4.0
+pair_coeff * *
+fix ml all pylal params.npz elements Si tau 0 check_every 1 f_tol 0 flag_dir flags label_max_atoms 100 carve_regions 2
+dump d all custom 1 fi.dump id x y z f_ml[1]
+dump_modify d format float %22.16g
+run 0
+"""
+    run_lmp(deck, tmp_path, ranks=2, timeout=300)
+    frame = read_dump(tmp_path / "fi.dump")[0]
+    own = OwnedAtoms(frame[:, 0].astype(int), np.full(len(frame), 14), frame[:, 1:4], frame[:, 4])
+    expected = carve(own, atoms.cell.array, atoms.pbc, CarveRule(max_atoms=100, margin=3.5, max_regions=2),
+                     Collectives())
+    flags = sorted((tmp_path / "flags").glob("flag_*_r*.xyz"))
+    assert len(flags) == len(expected) >= 1
+    for path, want in zip(flags, expected):
+        got = ase.io.read(path)
+        assert len(got) <= 100 and got.info["step"] == 0
+        assert (got.arrays["id"] == want.arrays["id"]).all()
+        assert (got.arrays[FORCE_WEIGHTS] == want.arrays[FORCE_WEIGHTS]).all()
+        np.testing.assert_allclose(got.positions, want.positions, atol=1e-9)
