@@ -196,7 +196,7 @@ class Walker:
         if self.rank != 0:
             return
         for k, atoms in enumerate(cells):
-            prov = dict(info, carved=True, parent_step=step, region=k, centre_id=atoms.info["carve_centre_id"],
+            prov = dict(info, parent_step=step, region=k, centre_id=atoms.info["carve_centre_id"],
                         half_width=atoms.info["carve_half_width"],
                         core=np.flatnonzero(atoms.arrays[FORCE_WEIGHTS] > 0).tolist())
             atoms.info.update(info)
