@@ -222,6 +222,14 @@ def test_fix_keywords_and_server_store_keep_the_mask(tmp_path):
         with pytest.raises(FixArgumentError, match=f"'{keyword}'"):
             parse_fix_args(base + bad)
 
+    from pathlib import Path
+
+    from pylal.campaign.config import CampaignConfig, ConfigError
+    inputs = Path(__file__).resolve().parents[1] / "inputs" / "si"
+    for walker, keyword in (({"repeat": [4, 0, 4]}, "repeat"), ({"vacancies": -1}, "vacancies")):
+        with pytest.raises(ConfigError, match=keyword):
+            CampaignConfig.from_dict({"walkers": [walker]}, base=inputs, run_dir=tmp_path / "run")
+
     parent = parent_cell()
     (cell,) = carve(owned(parent, np.zeros(len(parent), int), 1)[0], parent.cell.array, parent.pbc,
                     CarveRule(max_regions=1), Collectives())
@@ -239,6 +247,12 @@ def test_fix_keywords_and_server_store_keep_the_mask(tmp_path):
 def test_fix_pylal_on_two_ranks_carves_what_one_process_carves(tmp_path):
     """A 510-atom cell flagged in LAMMPS on 2 ranks (fix pylal label_max_atoms 100): the carved flag
     files equal carve() of the dumped configuration and f_i in one process."""
+    carve_in_lammps(tmp_path, ranks=2)
+
+
+def carve_in_lammps(tmp_path, ranks):
+    """LAMMPS on `ranks` ranks flags a 510-atom cell at step 0 and carves it; checks the flag files
+    against carve() in this process. Returns the number of carved cells."""
     import ase.io
     from conftest import random_parameters
     from lammps_util import read_dump, run_lmp, write_data
@@ -248,10 +262,10 @@ def test_fix_pylal_on_two_ranks_carves_what_one_process_carves(tmp_path):
     random_parameters(spec, n_members=8, seed=1).save(tmp_path / "params.npz")
     atoms = parent_cell(repeat=4, vacancies=2)
     write_data(atoms, tmp_path / "cell.data", ["Si"])
-    deck = """units metal
+    deck = f"""units metal
 atom_style atomic
 atom_modify map array
-processors 2 1 1
+processors {ranks} 1 1
 read_data cell.data
 pair_style zero 4.0
 pair_coeff * *
@@ -260,7 +274,7 @@ dump d all custom 1 fi.dump id x y z f_ml[1]
 dump_modify d format float %22.16g
 run 0
 """
-    run_lmp(deck, tmp_path, ranks=2, timeout=300)
+    run_lmp(deck, tmp_path, ranks=ranks, timeout=300)
     frame = read_dump(tmp_path / "fi.dump")[0]
     own = OwnedAtoms(frame[:, 0].astype(int), np.full(len(frame), 14), frame[:, 1:4], frame[:, 4])
     expected = carve(own, atoms.cell.array, atoms.pbc, CarveRule(max_atoms=100, margin=3.5, max_regions=2),
@@ -273,3 +287,4 @@ run 0
         assert (got.arrays["id"] == want.arrays["id"]).all()
         assert (got.arrays[FORCE_WEIGHTS] == want.arrays[FORCE_WEIGHTS]).all()
         np.testing.assert_allclose(got.positions, want.positions, atol=1e-9)
+    return len(flags)

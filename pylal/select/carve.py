@@ -27,14 +27,13 @@ from ase import Atoms
 
 from pylal.fit.design import mask_forces
 
-SHAPES = ("periodic", "cluster")
 REGION_SLACK = 1.15  # the gathered region is this much wider than the density estimate of h
 
 
 @dataclasses.dataclass(frozen=True)
 class CarveRule:
     max_atoms: int = 128  # atoms per carved cell (a DFT-sized label)
-    margin: float = 4.0  # A beyond the core (>= the model's r_cut; 2 r_cut for the parent's exact forces)
+    margin: float = 3.8  # A beyond the core: >= r_cut (fix pylal: the model's r_cut); 2 r_cut for the parent's forces
     shape: str = "periodic"  # periodic (bulk) | cluster (molecules, surfaces)
     gap: float = 2.0  # A: periodic: vacuum between the region and its images; cluster: vacuum on each side
     max_regions: int = 4  # carved cells per flag at most
