@@ -56,7 +56,7 @@ class CarveError(ValueError):
 
 def minimum_image(d: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
     """Displacements d (n, 3) folded to their shortest periodic image along periodic directions
-    (exact for regions narrower than half the cell, which carve() checks)."""
+    (exact in orthorhombic cells for |d| below half the cell's width, which carve() ensures)."""
     frac = d @ np.linalg.inv(cell)
     frac[:, np.asarray(pbc, bool)] -= np.round(frac[:, np.asarray(pbc, bool)])
     return frac @ cell
@@ -126,8 +126,8 @@ def build_cell(parts, rule: CarveRule, h_max: float) -> Atoms:
     atoms.arrays["id"] = tags[inside].astype(int)
     atoms.arrays["f_i"] = f_i[inside]
     mask_forces(atoms, core[inside])
-    atoms.info.update(carve_centre_id=int(tags[np.argmin(r)]), carve_shape=rule.shape, carve_half_width=float(h), carve_margin=float(rule.margin),
-                      carve_gap=float(rule.gap))
+    atoms.info.update(carve_centre_id=int(tags[np.argmin(r)]), carve_shape=rule.shape, carve_half_width=float(h),
+                      carve_margin=float(rule.margin), carve_gap=float(rule.gap))
     return atoms
 
 
@@ -139,9 +139,10 @@ def carve(own: OwnedAtoms, cell: np.ndarray, pbc, rule: CarveRule, comm) -> list
     cell = np.asarray(cell, float)
     n_atoms = int(comm.sum(float(len(own.tags))))
     h_max = REGION_SLACK * half_width_estimate(n_atoms, abs(np.linalg.det(cell)), rule)
-    if 2 * h_max >= _inner_width(cell, pbc):
-        raise CarveError(f"label_max_atoms {rule.max_atoms}: the carved region (about {2 * h_max:.3g} A wide) does "
-                         f"not fit in half of the cell; carve only cells much larger than label_max_atoms")
+    width = _inner_width(cell, pbc)
+    if 2 * h_max >= width:  # each atom must appear once in a region (and its minimum image be exact)
+        raise CarveError(f"label_max_atoms {rule.max_atoms}: the carved region (about {2 * h_max:.3g} A wide) is not "
+                         f"narrower than the cell ({width:.3g} A); carve only cells much larger than label_max_atoms")
     centres, first = [], None
     while len(centres) < rule.max_regions:  # greedy: regions do not overlap (2 h_max apart)
         found = [c for c in comm.allgather(best_candidate(own, np.array(centres), cell, pbc, 2 * h_max, rule.shape))
