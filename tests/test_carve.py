@@ -172,6 +172,7 @@ def labelled(atoms, calc):
     return out
 
 
+@pytest.mark.slow
 def test_masked_fit_equals_the_fit_on_the_parents_core_rows():
     """Carved labels (core forces only, margin 2 r_cut) and whole-cell labels in one fit equal the
     fit whose rows for those core atoms come from the labelled parent."""
