@@ -97,6 +97,26 @@ def test_flag_stored_then_acked(server):
     assert again["status"] == "duplicate" and again["key"] == reply["key"]
 
 
+def test_carved_flag_keeps_its_core_and_big_flags_are_refused(server):
+    """A carved flag's `core` indices reach the store; a core index beyond the cell and an uncarved
+    flag above [reference] label_max_atoms are refused, naming the problem."""
+    import ase.db
+
+    atoms = si_cell(11)
+    reply = request(server.address, server.key, _flag_msg(atoms, core=[0, 3], parent_step=5))
+    assert reply["type"] == "ack", reply
+    row = ase.db.connect(str(server.cfg.run_dir / "store.db")).get(key=reply["key"])
+    assert row.data["provenance"]["core"] == [0, 3] and row.data["provenance"]["parent_step"] == 5
+    reply = request(server.address, server.key, _flag_msg(si_cell(12), core=[0, len(atoms)]))
+    assert reply["code"] == "bad_field" and "core" in reply["message"], reply
+    server.cfg.reference.label_max_atoms = 4
+    try:
+        reply = request(server.address, server.key, _flag_msg(si_cell(13)))
+    finally:
+        server.cfg.reference.label_max_atoms = 0
+    assert reply["code"] == "bad_config" and "label_max_atoms" in reply["message"], reply
+
+
 @pytest.mark.parametrize("bad, why", [
     ("nan", "non-finite"), ("inf", "non-finite"), ("element", "unknown element(s) ['C']"),
     ("noelement", "not elements"), ("shape", "positions for"), ("cellnan", "non-finite (NaN/inf) cell")])

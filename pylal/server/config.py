@@ -19,6 +19,9 @@ class ReferenceConfig:
     calculator: str = "lammps"  # make_calculator name: lammps, emt, tblite, cp2k or "module:factory"
     options: dict = dataclasses.field(default_factory=dict)
     properties: list = dataclasses.field(default_factory=lambda: ["energy", "forces", "stress"])
+    # most atoms in one label (0: no limit); a bigger uncarved flag is refused. A campaign passes it to
+    # its walkers' `fix pylal label_max_atoms`, which carves bigger cells (docs/carving.md)
+    label_max_atoms: int = 0
 
 
 @dataclasses.dataclass

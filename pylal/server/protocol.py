@@ -13,7 +13,8 @@ Any request may get instead:                      error {code, message, re: requ
 A configuration (`config`) is: numbers (int32 little-endian bytes, N), positions (float64 LE bytes,
 N x 3, Angstrom), cell (float64 LE bytes, 3 x 3 rows), pbc (3 bools). Binary arrays keep a 64-atom
 flag near 2 KB and avoid float-to-text round trips. Provenance (`prov`) holds scalars: run_id, walker,
-n_ranks, step, sigma, f_max, softmax, tau, params_version, params_hash, seed, plus free extra keys.
+n_ranks, step, sigma, f_max, softmax, tau, params_version, params_hash, seed, plus free extra keys;
+one list: `core`, the indices of a carved cell's core atoms (only their forces are labels).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ SCHEMA = {
 }
 CONFIG_FIELDS = {"numbers": _BYTES, "positions": _BYTES, "cell": _BYTES, "pbc": _LIST}
 PROV_TYPES = {"run_id": _STR, "walker": _STR, "n_ranks": _INT, "step": _INT, "sigma": _NUM, "f_max": _NUM,
-              "softmax": _NUM, "tau": _NUM, "params_version": _INT, "params_hash": _STR, "seed": _INT}
+              "softmax": _NUM, "tau": _NUM, "params_version": _INT, "params_hash": _STR, "seed": _INT,
+              "core": _LIST}  # core: indices of the atoms whose forces are labels (a carved cell)
 MAX_PROV_KEYS, MAX_STR = 32, 256
 
 
@@ -114,6 +116,9 @@ def _check_prov(prov: dict):
             raise ProtocolError(BAD_FIELD, f"flag: provenance key {str(key)[:40]!r} is not an identifier", "flag")
         types = PROV_TYPES.get(key, (str, int, float, bool))
         _check_field(prov, key, types, False, "flag")
+    core = prov.get("core", [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in core):
+        raise ProtocolError(BAD_FIELD, "flag: provenance 'core' must list atom indices (integers >= 0)", "flag")
 
 
 def encode(msg: dict) -> bytes:
