@@ -154,6 +154,22 @@ def test_client_records_rejected_flag(server, tmp_path):
         client.close()
 
 
+def test_flag_refused_in_validation_is_set_aside_not_resent(server, tmp_path):
+    """A provenance value of a wrong type fails validation before the request is read; the error still
+    names the request id, so the client sets the flag aside (spool/rejected) instead of resending it
+    forever. A bool provenance value is valid."""
+    reply = request(server.address, server.key, _flag_msg(si_cell(21), carved=True))
+    assert reply["type"] == "ack", reply
+    client = Client(server.address, token=server.key, walker="badprov", spool_dir=tmp_path / "spool")
+    try:
+        client.send_flag(si_cell(22), {"step": 4, "core": [0, -1]})
+        assert client.flush(10)
+        assert client.rejected and "core" in client.rejected[0]["message"]
+        assert list((tmp_path / "spool" / "rejected").glob("*.flag"))
+    finally:
+        client.close()
+
+
 # ---- 1,000 malformed / truncated / oversized messages ------------------------------------------
 _valid = protocol.encode(_flag_msg(si_cell(5)))
 _json_like = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(max_size=8)

@@ -44,6 +44,7 @@ class ProtocolError(ValueError):
     def __init__(self, code: str, message: str, re: str | None = None):
         super().__init__(message)
         self.code, self.message, self.re = code, message, re
+        self.rid = None  # the refused request's id, when it could be read: the client matches the error to it
 
 
 # ---- schema ---------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def _check_field(msg: dict, name: str, types, required: bool, re):
         return
     value = msg[name]
     # bool is an int subclass in Python: never accept it where a number is expected
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         raise ProtocolError(BAD_FIELD, f"{re or 'message'}: field {name!r} must be {_type_name(types)}, "
                                        f"got {type(value).__name__}", re)
     if isinstance(value, str) and len(value) > MAX_STR:
@@ -92,6 +93,15 @@ def decode(payload: bytes, max_bytes: int) -> dict:
         raise ProtocolError(MALFORMED, f"not a msgpack message ({type(err).__name__}: {err})") from None
     if not isinstance(msg, dict):
         raise ProtocolError(MALFORMED, f"message must be a msgpack map, got {type(msg).__name__}")
+    try:
+        return _validate(msg)
+    except ProtocolError as err:
+        rid = msg.get("rid")
+        err.rid = rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+        raise
+
+
+def _validate(msg: dict) -> dict:
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(MISSING_FIELD if kind is None else BAD_FIELD, "message needs a string field 'type'")

@@ -186,6 +186,7 @@ class Server:
             reply = getattr(self, f"_on_{kind}")(ident, msg)
         except protocol.ProtocolError as err:
             self.stats["protocol_errors"] += 1
+            rid = rid if rid is not None else err.rid  # a message refused in validation still names its request
             reply = protocol.error_reply(err, rid)
             if err.code == protocol.BAD_CONFIG:
                 self.log("rejected", reason=err.message)
