@@ -40,7 +40,7 @@ class BasisSpec:
     l_max: int = 4
     # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom), or
     # "covalent" (a window per species pair); None disables it. See pylal.model.zbl.switch_radii.
-    prior: tuple[float, float] | str | None = (1.2, 1.8)
+    prior: tuple[float, float] | str | None = "covalent"
 
     def __post_init__(self):
         if not self.species:

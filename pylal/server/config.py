@@ -136,8 +136,8 @@ class ServerConfig:
         if cfg.fit.energy_noise not in ("cv", "weights"):
             raise ConfigError(f"[fit] energy_noise = {cfg.fit.energy_noise!r}: expected 'cv' or 'weights'")
         prior = cfg.fit.prior
-        if prior and prior != "covalent" and not (isinstance(prior, list) and len(prior) == 2
-                                                  and 0 < prior[0] < prior[1]):
+        if prior and prior != "covalent" and not (isinstance(prior, list) and len(prior) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in prior) and 0 < prior[0] < prior[1]):
             raise ConfigError(f"[fit] prior = {prior!r}: expected \"covalent\", [r_on, r_off] with "
                               "0 < r_on < r_off (Angstrom), or [] for none")
         if not cfg.fit.smoothness:
@@ -179,6 +179,8 @@ def _build(kind, values, section: str):
             value = Path(value)
         elif dataclasses.is_dataclass(default) and dataclasses.is_dataclass(value):
             pass  # a section, already built
+        elif key == "prior" and isinstance(value, (str, list)):
+            pass  # "covalent" or [r_on, r_off]: checked in ServerConfig.load
         elif not isinstance(value, type(default)):
             raise ConfigError(f"{where}{key} = {value!r}: expected {type(default).__name__}")
         setattr(out, key, value)
