@@ -36,26 +36,26 @@ from pylal.sampling import snapshot  # noqa: E402
 
 SYSTEMS = {
     "Si/SW": dict(
-        power=BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4),
+        power=BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4, prior="covalent"),
         ace=AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=16),
         reference=("lammps", dict(potential="sw-si")), weights=Weights(5, 1, 1),
         bulk=dict(name="Si", crystalstructure="diamond", a=5.431, cubic=True), repeat=(2, 2, 2),
         substitute=None, temperatures=(1200.0, 2500.0)),
     "AlCu/EAM": dict(
-        power=BasisSpec(species=("Al", "Cu"), r_cut=5.0, r_min=2.0, n_max=4, l_max=3),
+        power=BasisSpec(species=("Al", "Cu"), r_cut=5.0, r_min=2.0, n_max=4, l_max=3, prior="covalent"),
         ace=AceSpec(species=("Al", "Cu"), r_cut=5.0, order=2, max_degree=12),
         reference=("lammps", dict(potential="eam-alcu")), weights=Weights(15, 1, 1),
         bulk=dict(name="Al", crystalstructure="fcc", a=3.953, cubic=True), repeat=(2, 2, 2),
         substitute={"Cu": 0.2}, temperatures=(800.0, 1500.0)),
     "GaN/SW": dict(
-        power=BasisSpec(species=("Ga", "N"), r_cut=3.8, n_max=6, l_max=4),
+        power=BasisSpec(species=("Ga", "N"), r_cut=3.8, n_max=6, l_max=4, prior="covalent"),
         ace=AceSpec(species=("Ga", "N"), r_cut=3.8, order=2, max_degree=14),
         reference=("lammps", dict(potential="sw-gan")), weights=Weights(5, 1, 1),
         bulk=dict(name="GaN", crystalstructure="wurtzite", a=3.19, c=5.19), repeat=(3, 3, 2),
         substitute=None, temperatures=(1000.0, 2000.0)),
     "ethanol/xTB": dict(
-        power=BasisSpec(species=("H", "C", "O"), r_cut=4.0, r_min=0.7, n_max=4, l_max=2, prior=(0.5, 0.8)),
-        ace=AceSpec(species=("H", "C", "O"), r_cut=4.0, order=2, max_degree=10, prior=(0.5, 0.8)),
+        power=BasisSpec(species=("H", "C", "O"), r_cut=4.0, r_min=0.7, n_max=4, l_max=2, prior="covalent"),
+        ace=AceSpec(species=("H", "C", "O"), r_cut=4.0, order=2, max_degree=10),
         reference=("tblite", dict(method="GFN2-xTB")), weights=Weights(5, 1, 1),
         molecule="CH3CH2OH", temperatures=(600.0,)),
 }

@@ -39,3 +39,29 @@ def test_export_cli_writes_yace_and_lammps_lines(tmp_path, si_ace_spec, si_spec,
     assert "'power'" in capsys.readouterr().err
     with pytest.raises(ExportError, match="kind 'ace'"):
         write_yace(Parameters.load(tmp_path / "power.npz"), tmp_path / "p.yace")
+
+
+def test_ace_basis_builds_for_hydrogen_and_matches_finite_differences():
+    """ace-jax 0.4.1 has no bond length for H: pylal supplies r0 (2 x ASE's covalent radius) so a water
+    model builds; its forces are the gradient of its energy."""
+    from ase.build import molecule
+
+    from pylal.model.ace import bond_lengths
+
+    r0 = bond_lengths(("H", "O"))
+    assert r0[0, 0] == pytest.approx(0.62) and r0[1, 1] == pytest.approx(1.7)  # O: ace-jax's own table
+    assert bond_lengths(("Si", "C")) is None  # tabulated elements keep ace-jax's default
+    params = random_parameters(AceSpec(species=("H", "O"), r_cut=3.0, order=2, max_degree=4, prior=None))
+    atoms = molecule("H2O")
+    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
+    atoms.calc = PylalCalculator(params, tau=0.0)
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    assert np.isfinite(e) and np.abs(f).max() > 1e-3
+    h, x = 1e-5, atoms.positions.copy()
+    for i, a in [(0, 0), (1, 2), (2, 1)]:
+        energies = []
+        for s in (h, -h):
+            atoms.positions = x
+            atoms.positions[i, a] += s
+            energies.append(atoms.get_potential_energy())
+        assert -(energies[0] - energies[1]) / (2 * h) == pytest.approx(f[i, a], abs=1e-6)

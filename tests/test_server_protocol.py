@@ -97,6 +97,26 @@ def test_flag_stored_then_acked(server):
     assert again["status"] == "duplicate" and again["key"] == reply["key"]
 
 
+def test_carved_flag_keeps_its_core_and_big_flags_are_refused(server):
+    """A carved flag's `core` indices reach the store; a core index beyond the cell and an uncarved
+    flag above [reference] label_max_atoms are refused, naming the problem."""
+    import ase.db
+
+    atoms = si_cell(11)
+    reply = request(server.address, server.key, _flag_msg(atoms, core=[0, 3], parent_step=5))
+    assert reply["type"] == "ack", reply
+    row = ase.db.connect(str(server.cfg.run_dir / "store.db")).get(key=reply["key"])
+    assert row.data["provenance"]["core"] == [0, 3] and row.data["provenance"]["parent_step"] == 5
+    reply = request(server.address, server.key, _flag_msg(si_cell(12), core=[0, len(atoms)]))
+    assert reply["code"] == "bad_field" and "core" in reply["message"], reply
+    server.cfg.reference.label_max_atoms = 4
+    try:
+        reply = request(server.address, server.key, _flag_msg(si_cell(13)))
+    finally:
+        server.cfg.reference.label_max_atoms = 0
+    assert reply["code"] == "bad_config" and "label_max_atoms" in reply["message"], reply
+
+
 @pytest.mark.parametrize("bad, why", [
     ("nan", "non-finite"), ("inf", "non-finite"), ("element", "unknown element(s) ['C']"),
     ("noelement", "not elements"), ("shape", "positions for"), ("cellnan", "non-finite (NaN/inf) cell")])
@@ -129,6 +149,22 @@ def test_client_records_rejected_flag(server, tmp_path):
         client.send_flag(atoms, {"step": 3})
         assert client.flush(10)
         assert client.rejected and "non-finite" in client.rejected[0]["message"]
+        assert list((tmp_path / "spool" / "rejected").glob("*.flag"))
+    finally:
+        client.close()
+
+
+def test_flag_refused_in_validation_is_set_aside_not_resent(server, tmp_path):
+    """A provenance value of a wrong type fails validation before the request is read; the error still
+    names the request id, so the client sets the flag aside (spool/rejected) instead of resending it
+    forever. A bool provenance value is valid."""
+    reply = request(server.address, server.key, _flag_msg(si_cell(21), carved=True))
+    assert reply["type"] == "ack", reply
+    client = Client(server.address, token=server.key, walker="badprov", spool_dir=tmp_path / "spool")
+    try:
+        client.send_flag(si_cell(22), {"step": 4, "core": [0, -1]})
+        assert client.flush(10)
+        assert client.rejected and "core" in client.rejected[0]["message"]
         assert list((tmp_path / "spool" / "rejected").glob("*.flag"))
     finally:
         client.close()

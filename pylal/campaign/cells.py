@@ -51,6 +51,15 @@ def campaign_cell(bulk_kwargs: dict, repeat, substitute: dict | None = None, see
     return atoms
 
 
+def walker_cell(atoms, repeat=(1, 1, 1), vacancies: int = 0, seed: int = 0):
+    """A walker's start cell: `atoms` replicated, with `vacancies` atoms removed at random."""
+    atoms = atoms.repeat(tuple(repeat))
+    if vacancies >= len(atoms):
+        raise ValueError(f"vacancies = {vacancies}: the cell has only {len(atoms)} atoms")
+    del atoms[np.random.default_rng(seed).choice(len(atoms), vacancies, replace=False)]
+    return atoms
+
+
 def reference_md(atoms, calculator, temperature: float, n_samples: int, stride: int = 50, seed: int = 0,
                  equilibrate: int = 200, pressure: float = -1.0, timestep_fs: float = 2.0,
                  friction: float = 0.02, pressure_tau_fs: float = 500.0) -> list:

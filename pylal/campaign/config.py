@@ -49,6 +49,8 @@ class WalkerConfig:
     steps: int = 200_000  # longest run; the campaign normally stops walkers earlier
     seed: int = 1
     structure: str = ""  # start structure file (ASE-readable); default: the [initial] bulk cell
+    repeat: list = dataclasses.field(default_factory=lambda: [1, 1, 1])  # replicate the start cell (big cells)
+    vacancies: int = 0  # atoms removed at random from the (replicated) start cell
     variables: dict = dataclasses.field(default_factory=dict)  # extra `-var NAME VALUE` for the deck
     hal: dict = dataclasses.field(default_factory=dict)  # this walker's [hal] overrides, e.g. {f_tol = 0.05}
 
@@ -173,6 +175,10 @@ class CampaignConfig:
                 walker.structure = str((base / walker.structure).resolve())
             if walker.ranks < 1:
                 raise ConfigError(f"[[walkers]] {walker.name}: ranks must be >= 1")
+            if len(walker.repeat) != 3 or not all(isinstance(r, int) and r >= 1 for r in walker.repeat):
+                raise ConfigError(f"[[walkers]] {walker.name}: repeat = {walker.repeat!r}: expected three integers >= 1")
+            if walker.vacancies < 0:
+                raise ConfigError(f"[[walkers]] {walker.name}: vacancies must be >= 0")
             walkers.append(walker)
         hal = _build(HalConfig, raw.get("hal", {}), "hal")
         for walker in walkers:

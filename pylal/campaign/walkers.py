@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ase.io import read, write
 
+from pylal.campaign.cells import walker_cell
 from pylal.campaign.config import CampaignConfig, WalkerConfig
 
 # one thread per MPI rank (XLA/BLAS threads oversubscribe small machines; docs/fix_pylal.md)
@@ -82,7 +83,8 @@ class Walker:
         self.species = campaign.species
         self.hal = campaign.hal
         self.r_cut = r_cut
-        atoms = read(cfg.structure) if cfg.structure else start_atoms
+        atoms = walker_cell(read(cfg.structure) if cfg.structure else start_atoms, cfg.repeat, cfg.vacancies, cfg.seed)
+        self.label_max_atoms = campaign.server.reference.label_max_atoms
         write_start_structure(atoms, self.dir / "start.data", self.species)
         self.n_atoms = len(atoms)
         (self.dir / "pair.in").write_text("\n".join(pair_lines(params_path, self.species, r_cut)) + "\n")
@@ -97,6 +99,8 @@ class Walker:
         fix = (f"{self.hal.fix_keywords(self.cfg.hal)} server {self.run_dir} walker {self.cfg.name} seed {self.seed} "
                f"on_flag wait trace {self.trace} stop_file {self.stop_file} flag_dir flags watch none "
                f"checkpoint {self.checkpoint.name} checkpoint_every {CHECKPOINT_SECONDS:g} event_log {self.events.name}")
+        if self.label_max_atoms:  # the server's limit: bigger flagged cells are carved (docs/carving.md)
+            fix += f" label_max_atoms {self.label_max_atoms}"
         variables = dict(params=self.params_path, elements=" ".join(self.species), data=self.data, pair="pair.in",
                          rcut=f"{self.r_cut:g}", temp=f"{self.cfg.temperature:g}", press=f"{self.cfg.pressure:g}",
                          steps=self.cfg.steps, seed=self.seed, hal=fix, **self.cfg.variables)

@@ -4,7 +4,11 @@ Rows per labelled configuration R with N atoms:
     energy   sqrt(w_E) * B(R) / N                  target sqrt(w_E) * (E_R - E_prior) / N
     forces   sqrt(w_F) * (-dB/dx)  (3N rows)        target sqrt(w_F) * (F_R - F_prior)
     virial   sqrt(w_V) * W_B(R) / N (6 rows)        target sqrt(w_V) * (W_R - W_prior) / N
-Energies and virials are per atom so that cells of different size weigh alike. The priors are
+Energies and virials are per atom so that cells of different size weigh alike. Per-atom force
+weights w_i (array FORCE_WEIGHTS, default 1) scale atom i's three force rows by sqrt(w_i); rows with
+w_i = 0 are left out. A carved cell (pylal.select.carve, info PARTIAL) has w_i = 1 on its core and
+0 on its margin, and no energy or virial rows: those belong to the carved cell, not to the parent.
+The priors are
 subtracted from the labels, so the linear model learns the remainder (Delta-learning, Shuaibi
 eqs. 1-3): the model-internal ZBL of BasisSpec.prior and, if given, a LAMMPS pair-style prior
 (pylal.prior.LammpsPrior, evaluated through LAMMPS by pylal.prior.evaluate.PriorEvaluator).
@@ -23,6 +27,17 @@ from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+FORCE_WEIGHTS = "force_weights"  # per-atom array: weight of the atom's force rows
+PARTIAL = "partial"  # info key: only some forces of this cell are labels (no energy, no virial rows)
+
+
+def mask_forces(atoms, core):
+    """Marks a carved cell in place: force weight 1 on the `core` atoms (bool mask or indices), 0 elsewhere."""
+    w = np.zeros(len(atoms))
+    w[np.asarray(core)] = 1.0
+    atoms.arrays[FORCE_WEIGHTS] = w
+    atoms.info[PARTIAL] = True
+    return atoms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,17 +98,20 @@ def configuration_rows(spec: BasisSpec, atoms, weights: Weights = Weights(), pri
         lp = evaluator.evaluate(atoms)
         e_prior, f_prior, w_prior = e_prior + lp.energy, f_prior + lp.forces, w_prior + lp.virial
     rows, targets, kinds = [], [], []
-    if "energy" in results:
+    partial = bool(atoms.info.get(PARTIAL, False))
+    if "energy" in results and not partial:
         s = np.sqrt(weights.energy) / n
         rows.append(s * b[None])
         targets.append([s * (atoms.get_potential_energy() - e_prior)])
         kinds.append("E")
     if "forces" in results:
-        s = np.sqrt(weights.forces)
-        rows.append(s * f_cols.reshape(3 * n, -1))
-        targets.append(s * (atoms.get_forces() - f_prior).reshape(-1))
-        kinds.extend("F" * 3 * n)
-    if "stress" in results and weights.virial > 0 and atoms.pbc.all():
+        w = np.repeat(atoms.arrays.get(FORCE_WEIGHTS, np.ones(n)), 3)
+        keep = w > 0
+        s = np.sqrt(weights.forces * w[keep])
+        rows.append(s[:, None] * f_cols.reshape(3 * n, -1)[keep])
+        targets.append(s * (atoms.get_forces() - f_prior).reshape(-1)[keep])
+        kinds.extend("F" * int(keep.sum()))
+    if "stress" in results and weights.virial > 0 and atoms.pbc.all() and not partial:
         s = np.sqrt(weights.virial) / n
         w_ref = stress_to_virial(atoms) - w_prior
         rows.append(s * np.stack([w_cols[i, j] for i, j in VOIGT]))

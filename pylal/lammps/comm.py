@@ -54,6 +54,9 @@ class Collectives:
     def bcast(self, obj):
         return obj if self.comm is None else self.comm.bcast(obj, root=0)
 
+    def allgather(self, obj) -> list:
+        return [obj] if self.comm is None else self.comm.allgather(obj)
+
     def gather(self, obj) -> list | None:
         """Every rank's obj on rank 0 (None elsewhere)."""
         return [obj] if self.comm is None else self.comm.gather(obj, root=0)

@@ -105,7 +105,7 @@ class Engine:
         rule = self.settings.guard_rule()
         self.hal = HalController(self.settings.rule(), reduce=self.comm.hal_reduce,
                                  guard=Guard(rule) if rule is not None else None)
-        self.walker = Walker(self.settings, self.comm, params.version)
+        self.walker = Walker(self.settings, self.comm, params.version, params.spec.r_cut)
         self.checkpointer = Checkpointer(self.settings, self.comm) if self.settings.checkpoint else None
         self.n_swaps = 0
         self.n_rollbacks = 0

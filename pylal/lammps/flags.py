@@ -34,9 +34,10 @@ def build_atoms(tags, types, positions, box, elements, arrays: dict, info: dict)
     return atoms
 
 
-def write_flag(atoms: Atoms, flag_dir: str, step: int) -> str:
-    """Atomic write of flag_dir/flag_<step>.xyz."""
-    path = os.path.join(flag_dir, f"flag_{step:010d}.xyz")
+def write_flag(atoms: Atoms, flag_dir: str, step: int, region: int | None = None) -> str:
+    """Atomic write of flag_dir/flag_<step>.xyz (a carved region: flag_<step>_r<region>.xyz)."""
+    name = f"flag_{step:010d}" + ("" if region is None else f"_r{region}")
+    path = os.path.join(flag_dir, name + ".xyz")
     text = io.StringIO()
     # parallel=False: ASE would otherwise make this a collective call on MPI_COMM_WORLD, but only
     # rank 0 writes (a deadlock under mpirun)

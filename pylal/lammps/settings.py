@@ -52,6 +52,12 @@ class FixSettings:
     checkpoint: str | None = None  # LAMMPS data file of the last good state, rewritten on check steps
     checkpoint_every: float = 60.0  # seconds (wall time) at least between two checkpoint writes
     event_log: str | None = None  # JSON lines: one per guard event / rollback
+    # carving (pylal/select/carve.py; docs/carving.md): flags of bigger cells are cut into small labels
+    label_max_atoms: int = 128  # atoms per label; a bigger flagged cell is carved; 0: never carve
+    carve: str = "periodic"  # periodic (bulk) | cluster (molecules, surfaces)
+    carve_margin: float | None = None  # A beyond the core; default: the model's r_cut
+    carve_gap: float = 2.0  # A: vacuum between the region and its periodic images (cluster: on each side)
+    carve_regions: int = 4  # carved cells per flag at most (distant uncertain regions)
 
     def guard_rule(self, skin: float | None = None):
         """The guard's thresholds (pylal.hal.guard.GuardRule), None when the guard is off."""
@@ -62,6 +68,14 @@ class FixSettings:
         return GuardRule(f_max=self.guard_fmax or None, r_min=self.guard_rmin or None,
                          sigma_jump=self.guard_sigma_jump or None, skin=skin)
 
+    def carve_rule(self, r_cut: float):
+        """The carving rule (pylal.select.carve.CarveRule); the margin defaults to the model's r_cut."""
+        from pylal.select.carve import CarveRule
+
+        return CarveRule(max_atoms=self.label_max_atoms, shape=self.carve, gap=self.carve_gap,
+                         margin=r_cut if self.carve_margin is None else self.carve_margin,
+                         max_regions=self.carve_regions)
+
     def rule(self) -> HalRule:
         """The HAL policy (tau, f_i, flag rule) these keywords set, for the controller."""
         return HalRule(tau=self.tau, tau_rel=self.tau_rel, tau_window=self.tau_window, eps=self.eps,
@@ -70,10 +84,10 @@ class FixSettings:
 
 
 _FLOAT = {"tau", "tau_rel", "eps", "s_tol", "f_tol", "sigma_tol", "wait_timeout", "guard_fmax", "guard_rmin",
-          "guard_sigma_jump", "rollback_temp", "checkpoint_every"}
+          "guard_sigma_jump", "rollback_temp", "checkpoint_every", "carve_margin", "carve_gap"}
 _INT = {"tau_window": 1, "check_every": 0, "cooldown": 0, "seed": 0, "rollback_every": 1,
-        "rollback_max": 1}  # keyword -> minimum
-_CHOICE = {"on_flag": ON_FLAG, "guard": ("yes", "no"), "rollback": ("yes", "no")}
+        "rollback_max": 1, "label_max_atoms": 0, "carve_regions": 1}  # keyword -> minimum
+_CHOICE = {"on_flag": ON_FLAG, "guard": ("yes", "no"), "rollback": ("yes", "no"), "carve": ("periodic", "cluster")}
 _STRING = {"flag_dir", "watch", "server", "token", "walker", "trace", "stop_file", "exit_file", "checkpoint",
            "event_log"}
 KEYWORDS = sorted({"elements"} | _FLOAT | set(_INT) | set(_CHOICE) | _STRING)

@@ -3,7 +3,9 @@
   hot-swap source  the refit server's client (pylal/server/client.py; a background thread, so MD
                    never waits on it) or a watched parameter file; rank 0 looks, every rank gets
                    the answer by broadcast, so all ranks swap at the same step
-  flag sink        flagged configurations gathered to rank 0, written as extxyz, sent to the server
+  flag sink        flagged configurations gathered to rank 0, written as extxyz, sent to the server;
+                   a cell of more than `label_max_atoms` atoms is carved first (pylal.select.carve):
+                   only the atoms of its uncertain regions reach rank 0, one label per region
   trace            one CSV row per check step (read by pylal campaign / report)
   stop file        `stop_file FILE`: the run ends cleanly when it exists
   wait             on_flag wait: hold MD until the server publishes a newer version
@@ -21,18 +23,22 @@ import os
 import time
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from pylal.files import atomic_write
-from pylal.lammps.flags import build_atoms, write_flag
+from pylal.fit.design import FORCE_WEIGHTS
+from pylal.lammps.flags import build_atoms, lammps_cell, write_flag
 from pylal.lammps.settings import FixArgumentError, FixSettings
 from pylal.model.params import ParameterFileError, Parameters
+from pylal.select.carve import CarveError, OwnedAtoms, carve
 
 TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged")
 
 
 class Walker:
-    def __init__(self, settings: FixSettings, comm, version: int):
+    def __init__(self, settings: FixSettings, comm, version: int, r_cut: float):
         self.settings = settings
+        self.carve_rule = settings.carve_rule(r_cut)
         self.comm = comm  # pylal.lammps.comm.Collectives
         self.rank = comm.rank
         self.messages: list[str] = []
@@ -161,7 +167,11 @@ class Walker:
 
     # ---- flag sink ------------------------------------------------------------------------
     def send_flag(self, n_flag: int, step: int, tags, types, x, box, f_i, bias_norm, info: dict):
-        """Gathers the owned atoms of every rank to rank 0, which writes and sends the flag."""
+        """Gathers the owned atoms of every rank to rank 0, which writes and sends the flag; a cell
+        of more than label_max_atoms atoms is carved instead (send_carved)."""
+        n_max = self.settings.label_max_atoms
+        if n_max and self.comm.sum(float(len(tags))) > n_max:
+            return self.send_carved(n_flag, step, tags, types, x, box, f_i, info)
         parts = self.comm.gather((tags.copy(), types.copy(), x.copy(), f_i, bias_norm))
         if self.rank != 0:
             return
@@ -171,6 +181,30 @@ class Walker:
         if self.client is not None:
             self.last_flag_id = self.client.send_flag(atoms, info)  # returns at once; spooled until acked
         self.log(f"step {step}: flag {n_flag} (max f_i {info['f_max']:.3g}, softmax {info['softmax']:.3g}) -> {path}")
+
+    def send_carved(self, n_flag: int, step: int, tags, types, x, box, f_i, info: dict):
+        """Carves the uncertain regions on the ranks that own them (pylal.select.carve); rank 0
+        writes and sends one flag per carved cell, with its core (indices) and parent in the provenance."""
+        origin, cell, pbc = lammps_cell(box)
+        numbers = np.array([atomic_numbers[e] for e in self.settings.elements])[np.asarray(types) - 1]
+        own = OwnedAtoms(np.array(tags), numbers, np.asarray(x) - origin, np.asarray(f_i, dtype=float))
+        try:
+            cells = carve(own, cell, pbc, self.carve_rule, self.comm)
+        except CarveError as err:
+            self.log(f"step {step}: flag {n_flag} not sent: {err}")
+            return
+        if self.rank != 0:
+            return
+        for k, atoms in enumerate(cells):
+            prov = dict(info, parent_step=step, region=k, centre_id=atoms.info["carve_centre_id"],
+                        half_width=atoms.info["carve_half_width"],
+                        core=np.flatnonzero(atoms.arrays[FORCE_WEIGHTS] > 0).tolist())
+            atoms.info.update(info)
+            path = write_flag(atoms, self.settings.flag_dir, step, region=k)
+            if self.client is not None:
+                self.last_flag_id = self.client.send_flag(atoms, prov)
+            self.log(f"step {step}: flag {n_flag} region {k} (max f_i {info['f_max']:.3g}): {len(atoms)} atoms, "
+                     f"{len(prov['core'])} in the core -> {path}")
 
     # ---- trace, stop file -----------------------------------------------------------------
     def trace_row(self, step: int, version: int, tau: float, energy: float, sigma: float, f_max: float,

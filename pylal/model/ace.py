@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pylal.model.basis import spec_dict, spec_from_fields
+from pylal.model.zbl import switch_radii
 
 jax.config.update("jax_enable_x64", True)
 
@@ -39,8 +40,9 @@ class AceSpec:
     order: int = 2  # correlation order (body order - 1)
     max_degree: int = 16  # total-degree bound of ace-jax's basis selection
     wL: float = 1.5  # weight of l against n in the total degree
-    # Short-range repulsive ZBL prior switched off between (r_on, r_off); None disables (pylal.model.zbl)
-    prior: tuple[float, float] | None = (1.2, 1.8)
+    # Short-range repulsive ZBL prior switched off between (r_on, r_off) Angstrom, or "covalent": a window
+    # per species pair from covalent radii (pylal.model.zbl.switch_radii); None disables it
+    prior: tuple[float, float] | str | None = "covalent"
 
     def __post_init__(self):
         if not self.species:
@@ -49,6 +51,8 @@ class AceSpec:
             raise ValueError(f"AceSpec: order={self.order} must be 1..4")
         if self.max_degree < 1 or self.r_cut <= 0:
             raise ValueError("AceSpec: need max_degree >= 1 and r_cut > 0")
+        if self.prior is not None:
+            switch_radii(self.species, self.prior)  # a clear error for a bad prior
 
     kind = KIND
 
@@ -138,4 +142,19 @@ def ace_basis(spec: AceSpec):
     """The ace-jax Basis (model + meta + nnll) of a spec, built once per process (about 1 s)."""
     from ace_jax.basis.model import build_model
 
-    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL)
+    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL,
+                       r0=bond_lengths(spec.species))
+
+
+def bond_lengths(species) -> np.ndarray | None:
+    """ace-jax's per-pair radial scale r0 (ij) = (b_i + b_j) / 2; None (ace-jax's own default) when it tabulates
+    every element. ace-jax 0.4.1 tabulates ACEpotentials' bond lengths for 76 elements but not H, He, Ne,
+    Ar, ...; those take twice ASE's covalent radius (H: 0.62 A, against the tabulated C 1.4, O 1.7)."""
+    from ace_jax.basis.radial_init import BOND_LEN
+    from ase.data import atomic_numbers, covalent_radii
+
+    z = [atomic_numbers[s] for s in species]
+    if all(zi in BOND_LEN for zi in z):
+        return None
+    b = np.array([BOND_LEN.get(zi, 2.0 * covalent_radii[zi]) for zi in z])
+    return 0.5 * (b[:, None] + b[None, :])

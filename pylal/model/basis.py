@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import sphericart.jax as sphericart_jax
 
+from pylal.model.zbl import prior_from_json, prior_to_json, switch_radii
+
 jax.config.update("jax_enable_x64", True)
 
 
@@ -36,9 +38,9 @@ class BasisSpec:
     r_min: float = 1.5
     n_max: int = 8
     l_max: int = 4
-    # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom).
-    # None disables it. See pylal.model.zbl.
-    prior: tuple[float, float] | None = (1.2, 1.8)
+    # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom), or
+    # "covalent" (a window per species pair); None disables it. See pylal.model.zbl.switch_radii.
+    prior: tuple[float, float] | str | None = "covalent"
 
     def __post_init__(self):
         if not self.species:
@@ -47,6 +49,8 @@ class BasisSpec:
             raise ValueError(f"BasisSpec: r_cut={self.r_cut} must exceed r_min={self.r_min}")
         if self.n_max < 1 or self.l_max < 0:
             raise ValueError("BasisSpec: need n_max >= 1 and l_max >= 0")
+        if self.prior is not None:
+            switch_radii(self.species, self.prior)  # a clear error for a bad prior
 
     @property
     def n_species(self) -> int:
@@ -106,7 +110,7 @@ def spec_dict(spec) -> dict:
     """A frozen spec dataclass as a JSON-ready dict (lists for species and prior)."""
     d = dataclasses.asdict(spec)
     d["species"] = list(spec.species)
-    d["prior"] = list(spec.prior) if spec.prior is not None else None
+    d["prior"] = prior_to_json(spec.prior)
     return d
 
 
@@ -117,8 +121,8 @@ def spec_from_fields(cls, d: dict):
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
     d = dict(d)
     d["species"] = tuple(d["species"])
-    if d.get("prior") is not None:
-        d["prior"] = tuple(d["prior"])
+    if "prior" in d:
+        d["prior"] = prior_from_json(d["prior"])
     return cls(**d)
 
 

@@ -29,7 +29,7 @@ from pylal.model.basis import BasisSpec
 from pylal.model.member_gradients import neighbor_slots
 from pylal.model.neighbors import PairList
 from pylal.model.params import Parameters
-from pylal.model.zbl import species_charges, zbl_pair_energy
+from pylal.model.zbl import species_charges, switch_radii, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
@@ -83,7 +83,7 @@ class StepResult:
         return hal.hal_energy(self.energy, self.tau, self.sigma)
 
 
-def _step(spec: BasisSpec, kernel, charges, mode: str, reduce_sum, n_atoms: int, n_slots: int,
+def _step(spec: BasisSpec, kernel, charges, switch, mode: str, reduce_sum, n_atoms: int, n_slots: int,
           vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
           mean, committee, noise_precision, basis_arrays):
     # center_mask: real (not padded) centres, whose energies are differentiated for the forces;
@@ -106,9 +106,10 @@ def _step(spec: BasisSpec, kernel, charges, mode: str, reduce_sum, n_atoms: int,
         if spec.prior is None:
             return jnp.zeros(())
         r = jnp.linalg.norm(v, axis=-1)
-        z_i, z_j = charges[center_species[centers]], charges[neighbor_species]
+        s_i, s_j = center_species[centers], neighbor_species
+        r_on, r_off = switch[0][s_i, s_j], switch[1][s_i, s_j]
         # full list: each pair seen from both atoms, so half the pair energy per entry
-        return 0.5 * jnp.sum(mask * zbl_pair_energy(r, z_i, z_j, *spec.prior))
+        return 0.5 * jnp.sum(mask * zbl_pair_energy(r, charges[s_i], charges[s_j], r_on, r_off))
 
     if kernel is None:
         feats, pullback = jax.vjp(learned_features, vectors)  # one reverse pass per coefficient vector
@@ -214,7 +215,9 @@ class CommitteeModel:
                         lambda a: np.asarray(host(np.asarray(a)), dtype=np.float64),
                         jax.ShapeDtypeStruct(x.shape, x.dtype), x, ordered=True)
             charges = jnp.asarray(species_charges(self.spec.species))
-            fn = functools.partial(_step, self.spec, self._kernel, charges, mode, reduce_sum, n_atoms, n_slots)
+            switch = None if self.spec.prior is None else jnp.asarray(switch_radii(self.spec.species, self.spec.prior))
+            fn = functools.partial(_step, self.spec, self._kernel, charges, switch, mode, reduce_sum, n_atoms,
+                                   n_slots)
             _COMPILED[key] = jax.jit(fn)
         return _COMPILED[key]
 

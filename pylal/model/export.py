@@ -20,6 +20,7 @@ import numpy as np
 
 from pylal.model.ace import AceSpec, ace_basis
 from pylal.model.params import Parameters
+from pylal.model.zbl import switch_radii
 
 
 class ExportError(ValueError):
@@ -71,8 +72,9 @@ def yace_pair_style(params: Parameters, yace_name: str) -> str:
     species = list(params.spec.species)
     lines = [f"# {yace_name}: mean potential of pylal parameter version {params.version}"]
     if params.spec.prior is not None:
-        lines.append(f"# not in the .yace: pylal's internal ZBL repulsion, switched off between {params.spec.prior[0]} "
-                     f"and {params.spec.prior[1]} A (LAMMPS pair_style zbl switches differently)")
+        r_on, r_off = switch_radii(params.spec.species, params.spec.prior)
+        lines.append(f"# not in the .yace: pylal's internal ZBL repulsion, switched off between {r_on.min():.3f} "
+                     f"and {r_off.max():.3f} A (per species pair; LAMMPS pair_style zbl switches differently)")
     if params.lammps_prior is None:
         return "\n".join(lines + ["pair_style pace", f"pair_coeff * * {yace_name} {' '.join(species)}"]) + "\n"
     prior_words = pair_style_line(params.lammps_prior, None).removeprefix("pair_style ")

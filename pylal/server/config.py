@@ -19,6 +19,9 @@ class ReferenceConfig:
     calculator: str = "lammps"  # make_calculator name: lammps, emt, tblite, cp2k or "module:factory"
     options: dict = dataclasses.field(default_factory=dict)
     properties: list = dataclasses.field(default_factory=lambda: ["energy", "forces", "stress"])
+    # most atoms in one label (0: no limit); a bigger uncarved flag is refused. A campaign passes it to
+    # its walkers' `fix pylal label_max_atoms`, which carves bigger cells (docs/carving.md)
+    label_max_atoms: int = 0
 
 
 @dataclasses.dataclass
@@ -42,7 +45,9 @@ class FitConfig:
     order: int = 2  # ACE correlation order (body order - 1)
     max_degree: int = 16  # ACE total-degree bound
     wL: float = 1.5  # ACE weight of l in the total degree
-    prior: list | None = dataclasses.field(default_factory=lambda: [1.2, 1.8])  # [] disables the ZBL prior
+    # ZBL prior: "covalent" (a switch-off window per species pair, pylal.model.zbl.switch_radii), or
+    # [r_on, r_off] in Angstrom for every pair; [] disables it
+    prior: list | str | None = "covalent"
     # physics prior as a LAMMPS pair style (docs/prior.md): a table {style, cutoff, coeffs, ...} or a
     # JSON file (`pylal prior fit-morse`); labels minus prior are fitted, every version carries it
     lammps_prior: dict = dataclasses.field(default_factory=dict)
@@ -130,6 +135,11 @@ class ServerConfig:
             raise ConfigError(f"[fit] calibrate = {cfg.fit.calibrate!r}: expected 'cv' or 'none'")
         if cfg.fit.energy_noise not in ("cv", "weights"):
             raise ConfigError(f"[fit] energy_noise = {cfg.fit.energy_noise!r}: expected 'cv' or 'weights'")
+        prior = cfg.fit.prior
+        if prior and prior != "covalent" and not (isinstance(prior, list) and len(prior) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in prior) and 0 < prior[0] < prior[1]):
+            raise ConfigError(f"[fit] prior = {prior!r}: expected \"covalent\", [r_on, r_off] with "
+                              "0 < r_on < r_off (Angstrom), or [] for none")
         if not cfg.fit.smoothness:
             raise ConfigError("[fit] smoothness: give at least one exponent (e.g. [2.0])")
         if cfg.fit.lammps_prior and cfg.fit.lammps_prior_file:
@@ -169,6 +179,8 @@ def _build(kind, values, section: str):
             value = Path(value)
         elif dataclasses.is_dataclass(default) and dataclasses.is_dataclass(value):
             pass  # a section, already built
+        elif key == "prior" and isinstance(value, (str, list)):
+            pass  # "covalent" or [r_on, r_off]: checked in ServerConfig.load
         elif not isinstance(value, type(default)):
             raise ConfigError(f"{where}{key} = {value!r}: expected {type(default).__name__}")
         setattr(out, key, value)

@@ -13,7 +13,8 @@ Any request may get instead:                      error {code, message, re: requ
 A configuration (`config`) is: numbers (int32 little-endian bytes, N), positions (float64 LE bytes,
 N x 3, Angstrom), cell (float64 LE bytes, 3 x 3 rows), pbc (3 bools). Binary arrays keep a 64-atom
 flag near 2 KB and avoid float-to-text round trips. Provenance (`prov`) holds scalars: run_id, walker,
-n_ranks, step, sigma, f_max, softmax, tau, params_version, params_hash, seed, plus free extra keys.
+n_ranks, step, sigma, f_max, softmax, tau, params_version, params_hash, seed, plus free extra keys;
+one list: `core`, the indices of a carved cell's core atoms (only their forces are labels).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class ProtocolError(ValueError):
     def __init__(self, code: str, message: str, re: str | None = None):
         super().__init__(message)
         self.code, self.message, self.re = code, message, re
+        self.rid = None  # the refused request's id, when it could be read: the client matches the error to it
 
 
 # ---- schema ---------------------------------------------------------------------------------
@@ -56,7 +58,8 @@ SCHEMA = {
 }
 CONFIG_FIELDS = {"numbers": _BYTES, "positions": _BYTES, "cell": _BYTES, "pbc": _LIST}
 PROV_TYPES = {"run_id": _STR, "walker": _STR, "n_ranks": _INT, "step": _INT, "sigma": _NUM, "f_max": _NUM,
-              "softmax": _NUM, "tau": _NUM, "params_version": _INT, "params_hash": _STR, "seed": _INT}
+              "softmax": _NUM, "tau": _NUM, "params_version": _INT, "params_hash": _STR, "seed": _INT,
+              "core": _LIST}  # core: indices of the atoms whose forces are labels (a carved cell)
 MAX_PROV_KEYS, MAX_STR = 32, 256
 
 
@@ -71,7 +74,7 @@ def _check_field(msg: dict, name: str, types, required: bool, re):
         return
     value = msg[name]
     # bool is an int subclass in Python: never accept it where a number is expected
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         raise ProtocolError(BAD_FIELD, f"{re or 'message'}: field {name!r} must be {_type_name(types)}, "
                                        f"got {type(value).__name__}", re)
     if isinstance(value, str) and len(value) > MAX_STR:
@@ -90,6 +93,15 @@ def decode(payload: bytes, max_bytes: int) -> dict:
         raise ProtocolError(MALFORMED, f"not a msgpack message ({type(err).__name__}: {err})") from None
     if not isinstance(msg, dict):
         raise ProtocolError(MALFORMED, f"message must be a msgpack map, got {type(msg).__name__}")
+    try:
+        return _validate(msg)
+    except ProtocolError as err:
+        rid = msg.get("rid")
+        err.rid = rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+        raise
+
+
+def _validate(msg: dict) -> dict:
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(MISSING_FIELD if kind is None else BAD_FIELD, "message needs a string field 'type'")
@@ -114,6 +126,9 @@ def _check_prov(prov: dict):
             raise ProtocolError(BAD_FIELD, f"flag: provenance key {str(key)[:40]!r} is not an identifier", "flag")
         types = PROV_TYPES.get(key, (str, int, float, bool))
         _check_field(prov, key, types, False, "flag")
+    core = prov.get("core", [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in core):
+        raise ProtocolError(BAD_FIELD, "flag: provenance 'core' must list atom indices (integers >= 0)", "flag")
 
 
 def encode(msg: dict) -> bytes:

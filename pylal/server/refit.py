@@ -30,7 +30,9 @@ class RefitPolicy:
 
 
 def spec_from_config(fit_cfg) -> BasisSpec:
-    prior = tuple(fit_cfg.prior) if fit_cfg.prior else None
+    from pylal.model.zbl import prior_from_json
+
+    prior = prior_from_json(fit_cfg.prior or None)  # [] or "" disables the ZBL prior
     if fit_cfg.basis == "ace":
         from pylal.model.ace import AceSpec
 

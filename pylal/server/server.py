@@ -186,6 +186,7 @@ class Server:
             reply = getattr(self, f"_on_{kind}")(ident, msg)
         except protocol.ProtocolError as err:
             self.stats["protocol_errors"] += 1
+            rid = rid if rid is not None else err.rid  # a message refused in validation still names its request
             reply = protocol.error_reply(err, rid)
             if err.code == protocol.BAD_CONFIG:
                 self.log("rejected", reason=err.message)
@@ -212,6 +213,13 @@ class Server:
 
     def _on_flag(self, ident, msg):
         atoms = protocol.decode_config(msg["config"], self.spec.species, self.cfg.max_atoms)
+        n_max = self.cfg.reference.label_max_atoms
+        if n_max and len(atoms) > n_max:
+            raise protocol.ProtocolError(protocol.BAD_CONFIG, f"{len(atoms)} atoms exceed [reference] label_max_atoms "
+                                         f"= {n_max}; carve big cells (fix pylal label_max_atoms {n_max})", "flag")
+        if any(i >= len(atoms) for i in msg["prov"].get("core", ())):
+            raise protocol.ProtocolError(protocol.BAD_FIELD, f"flag: provenance 'core' indexes atoms beyond the "
+                                         f"configuration's {len(atoms)}", "flag")
         prov = dict(msg["prov"])
         prov["walker"] = msg["walker"]
         prov["flag_id"] = msg.get("id")

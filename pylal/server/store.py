@@ -7,7 +7,8 @@ Statuses (key `status`):
   failed    the reference failed on every attempt; `error` holds the last error text
   dropped   near-duplicate of another row, not labelled (only when a labelling budget is set)
 Key-value pairs: key (content hash, unique), walker, run_id, step, n_ranks, sigma, f_max, softmax,
-tau, params_version (at flag time), attempts, label_time, flagged_at, labeled_at, error.
+tau, params_version (at flag time), attempts, label_time, flagged_at, labeled_at, error. Other
+provenance (a carved cell's parent_step, centre_id, core indices, ...) is in the row's data.
 
 Durability: ASE writes each row in its own SQLite transaction and SQLite's default
 (journal_mode=DELETE, synchronous=FULL) fsyncs on commit, so a row exists on disk when `add_flag`
@@ -24,6 +25,8 @@ import ase.db
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from pylal.fit.design import mask_forces
+
 STATUSES = ("queued", "labeling", "labeled", "failed", "dropped", "filtered")  # filtered: labelled, kept out of fits
 PROV_KEYS = ("run_id", "walker", "n_ranks", "step", "sigma", "f_max", "softmax", "tau", "params_version",
              "params_hash", "seed")
@@ -35,6 +38,12 @@ def content_key(atoms) -> str:
                 np.asarray(atoms.cell.array, "<f8"), np.asarray(atoms.pbc, "u1")):
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:32]
+
+
+def _with_mask(row):
+    atoms = row.toatoms()
+    core = (row.data.get("provenance") or {}).get("core")
+    return atoms if core is None else mask_forces(atoms, np.asarray(core, dtype=int))
 
 
 class Store:
@@ -101,10 +110,11 @@ class Store:
             return list(self.db.select(sort=order, limit=limit, **kwargs))
 
     def labeled_atoms(self, after_id: int = 0):
-        """(row id, Atoms with the reference results) of labelled rows with id > after_id, in id order."""
+        """(row id, Atoms with the reference results) of labelled rows with id > after_id, in id order.
+        A carved cell (provenance `core`) comes with its force mask (pylal.fit.design.mask_forces)."""
         with self.lock:
-            return [(row.id, row.toatoms()) for row in self.db.select(f"id>{int(after_id)}", status="labeled",
-                                                                       sort="id")]
+            return [(row.id, _with_mask(row)) for row in self.db.select(f"id>{int(after_id)}", status="labeled",
+                                                                        sort="id")]
 
     def recent_errors(self, n: int = 5) -> list[dict]:
         with self.lock:
