@@ -81,6 +81,26 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
                 w.close()
 
 
+def test_a_walker_waiting_on_a_flag_learns_its_refit_was_rejected(tmp_path):
+    """A refit that fails its checks publishes nothing; the walker holding at the flag (on_flag wait) is told
+    at its next poll instead of waiting out wait_timeout."""
+    from pylal.fit.checks import FitLimits
+
+    cfg = write_config(tmp_path / "run", initial=3, executor={"workers": 1, "timeout": 30.0})
+    with ThreadServer(cfg) as ts:
+        wait_until(ts.server.versions.current, 30, what="version 1")
+        ts.server.refitter.limits = FitLimits(max_cv_force_rmse=1e-12)  # every further refit is rejected
+        walker = Client(ts.address, token_file=ts.cfg.token_path, walker="w", spool_dir=tmp_path / "spool",
+                        version=1, poll_interval=0.2)
+        try:
+            fid = walker.send_flag(si_cell(70), {"step": 10, "f_max": 0.4})
+            wait_until(lambda: walker.ack_status.get(fid) == "refit_rejected", 60, what="the rejection")
+            assert walker.wait_for_version(2, 0.5) is None and VersionStore(ts.cfg.run_dir).latest() == 1
+            assert ts.server.stats["rejected_refits"] == 1
+        finally:
+            walker.close()
+
+
 def test_near_duplicates_dropped_under_budget(tmp_path):
     base = si_cell(70)
     twin = base.copy()

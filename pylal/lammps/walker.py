@@ -156,6 +156,9 @@ class Walker:
                 if status in ("duplicate", "rejected", "filtered"):
                     why = f"the server acknowledged the flag as '{status}'"
                     break
+                if status == "refit_rejected":
+                    why = "the refit with this flag failed its checks (server log: refit_rejected)"
+                    break
                 if s.stop_file is not None and os.path.exists(s.stop_file):
                     why = f"stop file {s.stop_file} exists"
                     break

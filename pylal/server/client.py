@@ -229,10 +229,11 @@ class Client:
                 self.acked += 1
         elif kind == "params":
             self._store_params(msg)
-        elif kind == "none" and msg.get("filtered"):  # labels kept out of fits: no refit follows those flags
-            with self._cond:
-                for fid in msg["filtered"]:
-                    self.ack_status[fid] = "filtered"
+        elif kind == "none" and (msg.get("filtered") or msg.get("refit_rejected")):
+            with self._cond:  # no version will answer these flags: labels kept out of fits, or a rejected refit
+                for status in ("filtered", "refit_rejected"):
+                    for fid in msg.get(status, ()):
+                        self.ack_status[fid] = status
                 self._cond.notify_all()
         elif kind == "announce":
             self._poll_now.set()

@@ -82,6 +82,8 @@ class Server:
         self.wake_refit = threading.Event()
         self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
         self.filtered: dict = {}  # walker -> ids of its flags whose labels were filtered (told at its polls)
+        self.unanswered: dict = {}  # walker -> ids of its flags whose refit failed its checks (told at its polls)
+        self._answered_row = 0  # highest store row of a refit attempt, published or rejected
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
@@ -238,7 +240,8 @@ class Server:
         cur = self.versions.current()
         if cur is None or cur["version"] <= msg["version"]:
             return {"type": "none", "version": -1 if cur is None else cur["version"],
-                    "filtered": sorted(self.filtered.get(msg["walker"], ()))}
+                    "filtered": sorted(self.filtered.get(msg["walker"], ())),
+                    "refit_rejected": sorted(self.unanswered.get(msg["walker"], ()))}
         pointer, data = self.versions.current_bytes()
         return {"type": "params", "version": pointer["version"], "hash": pointer["hash"], "data": data}
 
@@ -401,7 +404,16 @@ class Server:
                                                 time=time.time())
             self.log("refit_rejected", reason=reason, problems=pointer["rejected"], file=pointer["file"],
                      configs=pointer["n_configs"], seconds=round(dt, 3))
+            for row_id in range(self._answered_row + 1, self.refitter.last_row + 1):
+                try:
+                    walker, flag_id = self.store.flag_origin(row_id)
+                except KeyError:  # no such row
+                    continue
+                if flag_id:  # a walker holding at this flag (on_flag wait) learns no version follows it
+                    self.unanswered.setdefault(walker, set()).add(flag_id)
+            self._answered_row = self.refitter.last_row
             return
+        self._answered_row = self.refitter.last_row
         self.stats["rejected_in_a_row"] = 0
         self.stats["newest"] = dict(version=pointer["version"], configs=pointer["n_configs"],
                                     calibration_scale=pointer.get("calibration_scale"),
