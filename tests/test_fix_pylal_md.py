@@ -15,11 +15,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def si_potential(tmp_path_factory):
-    """K = 16 committee fitted to 24 SW configurations (300-1500 K)."""
+    """K = 16 committee fitted to 15 SW configurations (300-1500 K)."""
     sw = make_calculator("lammps")
     train = []
     for i, temperature in enumerate([300, 900, 1500]):
-        train += oracle_md(diamond_si(2), sw, temperature, 8, stride=40, seed=i)
+        train += oracle_md(diamond_si(2), sw, temperature, 5, stride=40, seed=i)
     params = fit_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3), train, n_members=16)
     path = tmp_path_factory.mktemp("si") / "si.npz"
     params.save(path)
