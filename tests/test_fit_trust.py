@@ -121,7 +121,10 @@ def test_absurd_fit_is_held_back(tmp_path, si_cell):
         bad.append(a)
 
     class NoStore:
-        def labeled_atoms(self, after_id=0):
+        def labeled_ids(self):
+            return []
+
+        def labeled_atoms(self, after_id=0, ids=None):
             return []
 
     versions = VersionStore(tmp_path)

@@ -273,7 +273,10 @@ def test_refit_server_fits_residual_and_writes_prior(tmp_path, si_data):
     cfg = ServerConfig.from_dict({"run_dir": str(tmp_path), "fit": fit})
 
     class NoLabels:
-        def labeled_atoms(self, after_id=0):
+        def labeled_ids(self):
+            return []
+
+        def labeled_atoms(self, after_id=0, ids=None):
             return []
 
     versions = VersionStore(tmp_path)

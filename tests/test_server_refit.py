@@ -11,11 +11,13 @@ sys.path.insert(0, str(Path(__file__).parent / "server"))
 from helpers import HERE, ROOT, ThreadServer, si_cell, wait_until, write_config  # noqa: E402
 
 from pylal.cli import main as cli  # noqa: E402
+from pylal.model.basis import BasisSpec  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
 from pylal.server.client import Client  # noqa: E402
 from pylal.select.duplicates import descriptor, near_duplicate, select_batch  # noqa: E402
 from pylal.server.versions import VersionStore  # noqa: E402
 
+SMALL_SPEC = BasisSpec(species=("Si",), r_cut=3.5, n_max=3, l_max=1)
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
 
 
@@ -79,6 +81,30 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
         finally:
             for w in walkers:
                 w.close()
+
+
+def test_labels_finishing_out_of_row_order_all_enter_the_design(tmp_path):
+    """Row 2 is labelled before row 1 (two workers, a slow reference): both enter the next refit's design."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.store import Store
+
+    store = Store(tmp_path / "store.db")
+    cells = [si_cell(80 + i) for i in range(3)]
+    ids = [store.add_flag(a, {"step": i})[0] for i, a in enumerate(cells)]
+    rng = np.random.default_rng(0)
+
+    def label(row_id, atoms):
+        store.mark_labeled(row_id, dict(energy=-4.0 * len(atoms), forces=rng.normal(size=(len(atoms), 3))), 0.1, 1)
+
+    refitter = Refitter(SMALL_SPEC, FitConfig(species=["Si"], n_members=4), store, VersionStore(tmp_path))
+    label(ids[1], cells[1])
+    assert refitter.new_labels() == 1 and refitter.update_design() == 1 and refitter.rows == {ids[1]}
+    label(ids[0], cells[0])  # an older row finishes later
+    assert refitter.new_labels() == 1 and refitter.update_design() == 1
+    assert refitter.rows == {ids[0], ids[1]} and len(refitter.design) == 2 and refitter.new_labels() == 0
 
 
 def test_a_walker_waiting_on_a_flag_learns_its_refit_was_rejected(tmp_path):

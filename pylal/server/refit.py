@@ -95,7 +95,16 @@ class Refitter:
         for atoms in initial:
             self.design.add(atoms)
         self.n_initial = len(initial)
-        self.last_row = 0  # highest store row id already in the design
+        self.rows: set[int] = set()  # store rows in the design: labels can finish out of row order
+
+    @property
+    def last_row(self) -> int:
+        """Highest store row id in the design (recorded in each version)."""
+        return max(self.rows, default=0)
+
+    def new_labels(self) -> int:
+        """Labelled store rows not yet in the design."""
+        return self.store.counts()["labeled"] - len(self.rows)
 
     def _check_published_prior(self):
         """The versions walkers run (initial_params, earlier runs) must have the configured prior: the
@@ -115,11 +124,11 @@ class Refitter:
 
     def update_design(self) -> int:
         """Add labelled rows not yet in the design; returns how many were added."""
-        new = self.store.labeled_atoms(after_id=self.last_row)
-        for row_id, atoms in new:
+        missing = [i for i in self.store.labeled_ids() if i not in self.rows]
+        for row_id, atoms in self.store.labeled_atoms(ids=missing):
             self.design.add(atoms)
-            self.last_row = row_id
-        return len(new)
+            self.rows.add(row_id)
+        return len(missing)
 
     def fit_unpublished(self, seed: int | None = None, version: int | None = None, progress=None, **changes):
         """(params, problems, held-out errors) of a fit of every label with settings changed by `changes`."""

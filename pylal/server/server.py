@@ -83,7 +83,7 @@ class Server:
         self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
         self.filtered: dict = {}  # walker -> ids of its flags whose labels were filtered (told at its polls)
         self.unanswered: dict = {}  # walker -> ids of its flags whose refit failed its checks (told at its polls)
-        self._answered_row = 0  # highest store row of a refit attempt, published or rejected
+        self._answered_rows: set = set()  # store rows of the last refit attempt, published or rejected
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
@@ -372,21 +372,20 @@ class Server:
         t0 = time.perf_counter()
         self.refitter.update_design()
         current = self.versions.current() or {}
-        included = current.get("last_row", 0)
-        new = self.store.count_labeled_after(included)
+        new = len(self.refitter.design) - current.get("n_configs", 0)  # configurations the current version lacks
         self.log("design_ready", configs=len(self.refitter.design), seconds=round(time.perf_counter() - t0, 3),
                  labels_not_in_current=new)
         if (current == {} and len(self.refitter.design)) or new:
             self._refit(reason="start")
-        last_fit, last_row = time.time(), self.refitter.last_row
+        last_fit = time.time()
         while not self.stop_event.is_set():
             self.wake_refit.wait(0.2)
             self.wake_refit.clear()
             if (self.cfg.run_dir / "HOLD").exists():
                 continue
-            if self.policy.due(self.store.count_labeled_after(last_row), time.time() - last_fit):
+            if self.policy.due(self.refitter.new_labels(), time.time() - last_fit):
                 self._refit(reason="policy")
-                last_fit, last_row = time.time(), self.refitter.last_row
+                last_fit = time.time()
 
     def _refit(self, reason: str):
         t0 = time.perf_counter()
@@ -404,16 +403,13 @@ class Server:
                                                 time=time.time())
             self.log("refit_rejected", reason=reason, problems=pointer["rejected"], file=pointer["file"],
                      configs=pointer["n_configs"], seconds=round(dt, 3))
-            for row_id in range(self._answered_row + 1, self.refitter.last_row + 1):
-                try:
-                    walker, flag_id = self.store.flag_origin(row_id)
-                except KeyError:  # no such row
-                    continue
+            for row_id in self.refitter.rows - self._answered_rows:
+                walker, flag_id = self.store.flag_origin(row_id)
                 if flag_id:  # a walker holding at this flag (on_flag wait) learns no version follows it
                     self.unanswered.setdefault(walker, set()).add(flag_id)
-            self._answered_row = self.refitter.last_row
+            self._answered_rows = set(self.refitter.rows)
             return
-        self._answered_row = self.refitter.last_row
+        self._answered_rows = set(self.refitter.rows)
         self.stats["rejected_in_a_row"] = 0
         self.stats["newest"] = dict(version=pointer["version"], configs=pointer["n_configs"],
                                     calibration_scale=pointer.get("calibration_scale"),
