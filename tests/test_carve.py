@@ -262,6 +262,21 @@ def test_fix_pylal_on_two_ranks_carves_what_one_process_carves(tmp_path):
     carve_in_lammps(tmp_path, ranks=2)
 
 
+def carve_deck(ranks, max_atoms, regions, extra=""):
+    """fix pylal flags cell.data at step 0 (f_tol 0) and carves it: the deck of the LAMMPS carving checks."""
+    return f"""units metal
+atom_style atomic
+atom_modify map array
+processors {ranks} 1 1
+read_data cell.data
+pair_style zero 4.0
+pair_coeff * *
+fix ml all pylal params.npz elements Si tau 0 check_every 1 f_tol 0 flag_dir flags label_max_atoms {max_atoms} carve_regions {regions}
+{extra}
+run 0
+"""
+
+
 def carve_in_lammps(tmp_path, ranks):
     """LAMMPS on `ranks` ranks flags a 510-atom cell at step 0 and carves it; checks the flag files
     against carve() in this process. Returns the number of carved cells."""
@@ -274,18 +289,8 @@ def carve_in_lammps(tmp_path, ranks):
     random_parameters(spec, n_members=8, seed=1).save(tmp_path / "params.npz")
     atoms = parent_cell(repeat=4, vacancies=2)
     write_data(atoms, tmp_path / "cell.data", ["Si"])
-    deck = f"""units metal
-atom_style atomic
-atom_modify map array
-processors {ranks} 1 1
-read_data cell.data
-pair_style zero 4.0
-pair_coeff * *
-fix ml all pylal params.npz elements Si tau 0 check_every 1 f_tol 0 flag_dir flags label_max_atoms 100 carve_regions 2
-dump d all custom 1 fi.dump id x y z f_ml[1]
-dump_modify d format float %22.16g
-run 0
-"""
+    deck = carve_deck(ranks, max_atoms=100, regions=2, extra="dump d all custom 1 fi.dump id x y z f_ml[1]\n"
+                                                             "dump_modify d format float %22.16g")
     run_lmp(deck, tmp_path, ranks=ranks, timeout=300)
     frame = read_dump(tmp_path / "fi.dump")[0]
     own = OwnedAtoms(frame[:, 0].astype(int), np.full(len(frame), 14), frame[:, 1:4], frame[:, 4])

@@ -124,7 +124,7 @@ def test_absurd_fit_is_held_back(tmp_path, si_cell):
         def labeled_ids(self):
             return []
 
-        def labeled_atoms(self, after_id=0, ids=None):
+        def labeled_atoms(self, ids=None):
             return []
 
     versions = VersionStore(tmp_path)

@@ -276,7 +276,7 @@ def test_refit_server_fits_residual_and_writes_prior(tmp_path, si_data):
         def labeled_ids(self):
             return []
 
-        def labeled_atoms(self, after_id=0, ids=None):
+        def labeled_atoms(self, ids=None):
             return []
 
     versions = VersionStore(tmp_path)

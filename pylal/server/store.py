@@ -105,15 +105,13 @@ class Store:
             kwargs = {} if status is None else {"status": status}
             return list(self.db.select(sort=order, limit=limit, **kwargs))
 
-    def labeled_atoms(self, after_id: int = 0, ids=None):
-        """(row id, Atoms with the reference results) of labelled rows with id > after_id (or of the rows
-        `ids`), in id order. A carved cell (provenance `core`) comes with its force mask
-        (pylal.fit.design.mask_forces)."""
+    def labeled_atoms(self, ids=None):
+        """(row id, Atoms with the reference results) of all labelled rows (or of the rows `ids`), in id
+        order. A carved cell (provenance `core`) comes with its force mask (pylal.fit.design.mask_forces)."""
         with self.lock:
             if ids is not None:
                 return [(i, _with_mask(self.db.get(id=i))) for i in sorted(ids)]
-            return [(row.id, _with_mask(row)) for row in self.db.select(f"id>{int(after_id)}", status="labeled",
-                                                                        sort="id")]
+            return [(row.id, _with_mask(row)) for row in self.db.select(status="labeled", sort="id")]
 
     def labeled_ids(self) -> list[int]:
         with self.lock:

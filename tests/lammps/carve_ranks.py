@@ -12,7 +12,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import random_parameters
 from lammps_util import run_lmp, write_data
-from test_carve import parent_cell
+from test_carve import carve_deck, parent_cell
 from pylal.model.basis import BasisSpec
 
 spec = BasisSpec(species=("Si",), r_cut=3.5, n_max=4, l_max=2)
@@ -22,17 +22,7 @@ for ranks in (1, 2, 4):
     d.mkdir(parents=True, exist_ok=True)
     random_parameters(spec, n_members=8, seed=1).save(d / "params.npz")
     write_data(parent_cell(repeat=6, vacancies=3), d / "cell.data", ["Si"])
-    deck = f"""units metal
-atom_style atomic
-atom_modify map array
-processors {ranks} 1 1
-read_data cell.data
-pair_style zero 4.0
-pair_coeff * *
-fix ml all pylal params.npz elements Si tau 0 check_every 1 f_tol 0 flag_dir flags label_max_atoms 64 carve_regions 4
-run 0
-"""
-    run_lmp(deck, d, ranks=ranks, timeout=600)
+    run_lmp(carve_deck(ranks, max_atoms=64, regions=4), d, ranks=ranks, timeout=600)
     cells[ranks] = [ase.io.read(p) for p in sorted((d / "flags").glob("flag_*_r*.xyz"))]
     print(ranks, "ranks:", [(len(c), int(c.arrays["force_weights"].sum()), int(c.info["carve_centre_id"])) for c in cells[ranks]], flush=True)
 for ranks in (2, 4):
