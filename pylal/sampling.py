@@ -1,7 +1,7 @@
 """Oracle MD sampling: training and held-out configurations from a reference calculator.
 
-Langevin MD (ASE) on the reference itself; every `stride` steps after `equilibrate` steps a
-labelled snapshot (energy, forces, stress) is kept.
+Canonical MD on the reference itself (ASE's Langevin, or LAMMPS's own MD for a LAMMPS reference); every `stride` steps
+after `equilibrate` steps a labelled snapshot (energy, forces, stress) is kept.
 """
 from __future__ import annotations
 
@@ -30,7 +30,14 @@ def snapshot(atoms):
 
 def oracle_md(atoms, calculator, temperature, n_samples, stride=50, equilibrate=200,
               timestep_fs=2.0, friction=0.02, seed=0):
-    """Labelled snapshots of Langevin MD at `temperature` (K) on the reference; friction in 1/fs."""
+    """Labelled snapshots of Langevin MD at `temperature` (K) on the reference; friction in 1/fs. A LAMMPS
+    reference on a periodic cell runs its MD inside LAMMPS (same ensemble, another thermostat and random stream:
+    `LammpsCalculator.canonical_snapshots`)."""
+    from pylal.reference.calculators import LammpsCalculator
+
+    if isinstance(calculator, LammpsCalculator) and atoms.pbc.all():
+        return calculator.canonical_snapshots(atoms, temperature, n_samples, stride, equilibrate, timestep_fs,
+                                             friction, seed)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)

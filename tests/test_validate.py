@@ -108,17 +108,19 @@ def test_unstable_model_is_recorded_not_raised(sw):
 
 @pytest.mark.slow
 def test_fitted_model_table_end_to_end(sw, sw_quick, tmp_path):
-    """A small committee fitted to 12 SW snapshots (crystal at 1500 K, melt at 4000 K): every row
+    """A small committee fitted to 28 SW snapshots (crystal at 1500 K, melt at 4000 K): every row
     computed, the crystal within 1% (a0) / 25% (B, C_ij) and a melted g(r) close to SW's (RMS < 0.3;
-    SW's crystal vs liquid g(r) differ by ~1). `pylal validate` gives the same crystal rows."""
+    SW's crystal vs liquid g(r) differ by ~1). `pylal validate` gives the same crystal rows.
+    With 8 melt snapshots or n_max 4 / l_max 2, 2 of 3 seeds gave a model whose liquid collapses (atoms
+    at 0.4-0.7 A, below the data's 1.93 A): the validation records that, so this fit is larger."""
     from pylal.fit.committee import fit_parameters
     from pylal.model.basis import BasisSpec
     from pylal.sampling import diamond_si, oracle_md
     from pylal.validate.command import add_parser
 
     train = oracle_md(diamond_si(2), sw, 1500, 4, stride=20, equilibrate=50, seed=1)
-    train += oracle_md(diamond_si(2), sw, 4000, 8, stride=20, equilibrate=300, seed=2)
-    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
+    train += oracle_md(diamond_si(2), sw, 4000, 24, stride=20, equilibrate=300, seed=2)
+    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3)
     path = tmp_path / "params.npz"
     fit_parameters(spec, train, n_members=4).save(path)
     table = property_table(path, sw_quick, quick=True)  # a parameter file -> PylalCalculator(tau=0)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 from ase import units
 from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_masses, atomic_numbers
 
 
@@ -111,7 +112,43 @@ class LammpsCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        atoms = self.atoms
+        q, k = self._build(self.atoms)
+        self.lmp.command("run 0")
+        self.results = self._read_results(q, k)
+
+    def canonical_snapshots(self, atoms, temperature, n_samples, stride, equilibrate, timestep_fs, friction, seed):
+        """Canonical MD inside LAMMPS from a periodic `atoms`: fix nve with the stochastic velocity-rescaling
+        thermostat (fix temp/csvr, relaxation time 1/friction fs; it leaves the forces alone, so they are the
+        labels, unlike fix langevin's). After `equilibrate` steps, a labelled copy every `stride` steps (energy,
+        forces, stress as `calculate` gives them; velocities as momenta). The same ensemble as ASE's Langevin
+        on this calculator without a LAMMPS `run` per step: each run's setup calls glibc's mallinfo
+        (Output::setup), which costs ~10 ms in a process whose heap JAX has fragmented (0.3 ms fresh)."""
+        if not atoms.pbc.all():
+            raise ValueError("canonical_snapshots needs a periodic cell (use ASE's Langevin otherwise)")
+        q, k = self._build(atoms)
+        lmp, seeds = self.lmp, np.random.default_rng(seed).integers(1, 900_000_000, size=2)  # Marsaglia: <= 9e8
+        lmp.commands_list([
+            f"timestep {timestep_fs * 1e-3}",
+            f"velocity all create {temperature} {seeds[0]} dist gaussian mom yes",
+            "fix nve all nve",
+            f"fix csvr all temp/csvr {temperature} {temperature} {1e-3 / friction} {seeds[1]}",
+            f"thermo {stride}",
+            f"run {equilibrate}"])
+        out = []
+        for _ in range(n_samples):
+            lmp.command(f"run {stride}")
+            ids = np.argsort(np.array(lmp.numpy.extract_atom("id")[:len(atoms)]))
+            snap = atoms.copy()
+            snap.positions = np.array(lmp.numpy.extract_atom("x")[:len(atoms)])[ids] @ q.T
+            velocities = np.array(lmp.numpy.extract_atom("v")[:len(atoms)])[ids] @ q.T  # A/ps
+            snap.set_velocities(velocities / (1000 * units.fs))
+            snap.wrap()
+            snap.calc = SinglePointCalculator(snap, **self._read_results(q, k))
+            out.append(snap)
+        return out
+
+    def _build(self, atoms):
+        """A fresh LAMMPS system for `atoms` with this calculator's pair style; returns the frame (q, k)."""
         p = self.parameters
         species = p.species or sorted(set(atoms.get_chemical_symbols()))
         missing = set(atoms.get_chemical_symbols()) - set(species)
@@ -137,13 +174,17 @@ class LammpsCalculator(Calculator):
             + [f"pair_style {p.pair_style}"]
             + ["pair_coeff " + c.format(potdir=potdir) for c in p.pair_coeff]
             + ["compute pxx all pressure NULL virial",
-               "thermo_style custom step pe c_pxx[1] c_pxx[2] c_pxx[3] c_pxx[4] c_pxx[5] c_pxx[6]",
-               "run 0"])
+               "thermo_style custom step pe c_pxx[1] c_pxx[2] c_pxx[3] c_pxx[4] c_pxx[5] c_pxx[6]"])
+        return q, k
+
+    def _read_results(self, q, k) -> dict:
+        """Energy, forces (and stress of a periodic cell) of the last step, in the ASE frame."""
+        lmp = self.lmp
         energy = lmp.get_thermo("pe")
         nlocal = lmp.extract_global("nlocal")
         ids = np.array(lmp.numpy.extract_atom("id")[:nlocal])
         forces = np.array(lmp.numpy.extract_atom("f")[:nlocal])[np.argsort(ids)]
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces @ q.T}
+        results = {"energy": energy, "free_energy": energy, "forces": forces @ q.T}
         if k == 3:
             from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
 
@@ -151,7 +192,8 @@ class LammpsCalculator(Calculator):
                                                                LMP_TYPE_VECTOR)
             press = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) * units.bar
             s = -(q @ press @ q.T)
-            self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return results
 
 
 def _tblite(method="GFN2-xTB", verbosity=0, **options):
