@@ -52,8 +52,8 @@ def _refit_equals_direct_fit(ts, n_initial):
                             seed=fc.seed + cur["version"], version=cur["version"])
     assert params.hyper["n_configs"] == n_initial + len(labelled)
     # The server adds rows in the order labels finish, the direct fit in store order: the same least-squares
-    # problem with permuted rows agrees to round-off (1e-10 relative seen); a missing or extra label
-    # changes coefficients at O(1e-2) or more.
+    # problem with permuted rows agrees to round-off (1e-10 relative seen); n_configs above catches a
+    # missing or extra label.
     np.testing.assert_allclose(params.mean, direct.mean, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(params.committee, direct.committee, rtol=1e-7, atol=1e-9)
 
