@@ -79,3 +79,33 @@ def test_design_rows_keep_the_exact_features(sic_setup):
     spec, _ = sic_setup
     assert _basis_model(spec)._kernel is None
     assert CommitteeModel(Parameters(spec, np.zeros(spec.size), np.zeros((2, spec.size)), 1.0))._kernel is not None
+
+
+def test_radial_table_file_equals_a_fresh_table_and_a_bad_file_is_rebuilt(tmp_path, monkeypatch):
+    """The table read from pylal's cache is ace-jax's table bit for bit; a file that does not belong to
+    the spec (another spec's content under its name, or garbage) is rebuilt, never used."""
+    import dataclasses
+
+    from ace_jax.eval.model import lean_keep_basis, with_radial_table
+
+    from pylal.model.ace import AceSpec, ace_basis
+    from pylal.model.ace_kernel import tabulated
+
+    monkeypatch.setenv("PYLAL_CACHE_DIR", str(tmp_path))
+    spec = AceSpec(species=("Si",), r_cut=3.5, order=2, max_degree=6)
+    model = lean_keep_basis(dataclasses.replace(ace_basis(spec).model, folded=False))
+    fresh = with_radial_table(model, True)[0]
+    built = tabulated(model, spec)
+    (path,) = (tmp_path / "ace_tables").iterdir()
+    read = tabulated(model, spec)
+    for m in (built, read):
+        assert m.rtab_grid == fresh.rtab_grid
+        assert np.array_equal(np.asarray(m.rtab_coefs), np.asarray(fresh.rtab_coefs))
+    with np.load(path) as f:
+        wrong = {**f, "key": np.array("another spec"), "rtab_coefs": 2 * f["rtab_coefs"]}
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    for content in ((tmp_path / "wrong.npz").read_bytes(), b"not a table"):
+        path.write_bytes(content)
+        assert np.array_equal(np.asarray(tabulated(model, spec).rtab_coefs), np.asarray(fresh.rtab_coefs))
+        with np.load(path) as f:  # and the file was replaced by the right one
+            assert np.array_equal(f["rtab_coefs"], np.asarray(fresh.rtab_coefs))

@@ -46,11 +46,11 @@ def test_config_defaults_and_errors(tmp_path):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nbasis = "pace"\n'))
 
 
-def test_the_ace_input_builds_an_ace_basis():
+def test_the_demo_input_builds_an_ace_basis():
     from pylal.model.ace import AceSpec
     from pylal.server.refit import spec_from_config
 
-    cfg = CampaignConfig.load(ROOT / "inputs" / "si" / "campaign_ace.toml")
+    cfg = CampaignConfig.load(ROOT / "inputs" / "si" / "campaign.toml")
     spec = spec_from_config(cfg.server.fit)
     assert isinstance(spec, AceSpec) and (spec.order, spec.max_degree, spec.size) == (2, 16, 180)
 

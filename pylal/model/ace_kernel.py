@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -108,10 +113,10 @@ class AceKernel:
 @functools.lru_cache(maxsize=8)
 def ace_kernel(spec: AceSpec) -> AceKernel:
     """The kernel of a spec, built once per process: compiles ace-jax's C++ source on first use (a few
-    seconds, cached on disk) and tabulates the radial stage once (JAX compilation, 10-25 s).
+    seconds, cached on disk) and reads the radial table from pylal's disk cache (`tabulated`).
     Raises KernelUnavailable."""
     from ace_jax.eval import ffi
-    from ace_jax.eval.model import fold_readout, lean, lean_keep_basis, with_radial_table
+    from ace_jax.eval.model import fold_readout, lean, lean_keep_basis
 
     try:
         ffi.register(ffi.library())
@@ -119,7 +124,7 @@ def ace_kernel(spec: AceSpec) -> AceKernel:
         raise KernelUnavailable(f"ACE kernel for {spec}: {e}") from None
     full = dataclasses.replace(ace_basis(spec).model, folded=False)
     # features: the exact basis methods on pruned radial columns (B unchanged), radial stage tabulated
-    table_model = with_radial_table(lean_keep_basis(full), True)[0]
+    table_model = tabulated(lean_keep_basis(full), spec)
     # kernel: the lean model with pair readout and E0 zero; its table is [the same R_nl columns | folded pair
     # radial (zero)], so it is cut from the features' table instead of being fitted (and compiled) again
     zero = dataclasses.replace(full, WB=jnp.zeros_like(full.WB), Wpair=jnp.zeros_like(full.Wpair),
@@ -134,6 +139,47 @@ def ace_kernel(spec: AceSpec) -> AceKernel:
     identity = fold_readout(dataclasses.replace(full, WB=jnp.eye(full.WB.shape[0], dtype=full.WB.dtype)))
     g = np.asarray(ffi.plan(dataclasses.replace(kernel_model, ctilde=identity.ctilde))[3])
     return AceKernel(spec, table_model, attrs, tuple(consts), g)
+
+
+def cache_dir() -> Path:
+    """Where radial tables are kept: $PYLAL_CACHE_DIR, else $XDG_CACHE_HOME/pylal, else ~/.cache/pylal."""
+    if os.environ.get("PYLAL_CACHE_DIR"):
+        return Path(os.environ["PYLAL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pylal"
+
+
+def tabulated(model, spec: AceSpec):
+    """`model` with ace-jax's radial table (`with_radial_table(model, True)`), the table read from a file
+    keyed by the spec and ace-jax's version when one exists. Tabulating costs 10-25 s of JAX compilation
+    in every process (each LAMMPS rank, the server, each test process); the file makes it a read. A
+    missing, unreadable or mismatched file is rebuilt and replaced atomically (ranks may race)."""
+    from importlib.metadata import version
+
+    from ace_jax.eval.model import with_radial_table
+
+    base = model.without_radial_table()
+    fields = [field for _, field in base.radial_table_targets()]
+    key = json.dumps([version("ace-jax"), spec.to_dict(), fields], sort_keys=True)
+    path = cache_dir() / "ace_tables" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    try:
+        with np.load(path) as f:
+            if str(f["key"]) == key:
+                grid = tuple(f["grid"].tolist())
+                grid = (float(grid[0]), float(grid[1]), int(grid[2]))
+                return dataclasses.replace(base, rtab_grid=grid,
+                                           **{k: jnp.asarray(f[k], base.E0.dtype) for k in fields})
+    except (OSError, KeyError, ValueError):
+        pass  # no usable file: build it
+    out = with_radial_table(model, True)[0]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, key=np.array(key), grid=np.array(out.rtab_grid, dtype=float),
+                     **{k: np.asarray(getattr(out, k)) for k in fields})
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only home: the table is rebuilt next time
+    return out
 
 
 def _check_same_radial_columns(table_model, kernel_model):
