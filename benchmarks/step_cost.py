@@ -8,6 +8,9 @@
                  (tau 0.1, check_every 1, f_tol so large that no configuration is flagged)
   (d) null       the plugin calling an empty Python engine (engine pylal.lammps.engine:NullEngine,
                  zero forces): pair list, two Python calls, reverse communication
+  (h) HAL        (c) without f_i (check_every 0): the default HAL step between checks
+  (e), (f), (g)  (b), (h), (c) with ace-jax's ACE basis (order 2, degree 16, D 180; forces through
+                 ace-jax's C++ kernel), printed as ACE/power ratios (issue 13)
 
 Same diamond Si cells (a = 5.431 A, 300 K, fix nve, 1 fs), same 5.5 A cutoff (neighbour skin
 1 A); pylal model: random committee on BasisSpec(species=("Si",), r_cut=5.5) (n_max 8, l_max 4),
@@ -40,6 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
+from pylal.model.ace import AceSpec  # noqa: E402
 from pylal.model.basis import BasisSpec  # noqa: E402
 from pylal.model.neighbors import ase_pairs  # noqa: E402
 from pylal.model.params import Parameters  # noqa: E402
@@ -63,6 +67,21 @@ VARIANTS = {  # key: (label, potential lines); {params}, {flags}, {pot} are fill
     "d": ("(d) plugin, null engine", [
         f"pair_style zero {R_CUT}", "pair_coeff * *",
         "fix hal all pylal {params} elements Si tau 0 check_every 0 engine pylal.lammps.engine:NullEngine"]),
+    "h": (f"(h) pylal K={MEMBERS} HAL, no f_i", [
+        f"pair_style zero {R_CUT}", "pair_coeff * *",
+        "fix hal all pylal {params} elements Si tau 0.1 check_every 0"]),
+    # the same three steps with ace-jax's ACE basis (order 2, degree 16: D 180 against the power basis's
+    # 189, and more accurate on Si/SW: docs/benchmarks.md), forces through ace-jax's C++ kernel
+    "e": ("(e) ACE mean only", [
+        f"pair_style zero {R_CUT}", "pair_coeff * *",
+        "fix hal all pylal {ace_params} elements Si tau 0 check_every 0"]),
+    "f": (f"(f) ACE K={MEMBERS} HAL, no f_i", [
+        f"pair_style zero {R_CUT}", "pair_coeff * *",
+        "fix hal all pylal {ace_params} elements Si tau 0.1 check_every 0"]),
+    "g": (f"(g) ACE K={MEMBERS} HAL + f_i", [
+        f"pair_style zero {R_CUT}", "pair_coeff * *",
+        "fix hal all pylal {ace_params} elements Si tau 0.1 check_every 1 f_tol 1e9 "
+        "on_flag continue flag_dir {flags}"]),
 }
 
 DECK = """units metal
@@ -140,7 +159,8 @@ def measure(variant, n_cells, ranks, warm, steps, work: Path, params: Path, pot:
     lines = VARIANTS[variant][1]
     run_dir = work / f"{variant}_{n_cells}_{ranks}"
     run_dir.mkdir(exist_ok=True)
-    potential = "\n".join(lines).format(params=params, flags=run_dir / "flags", pot=pot)
+    potential = "\n".join(lines).format(params=params, ace_params=params.with_name("ace_params.npz"),
+                                        flags=run_dir / "flags", pot=pot)
     (run_dir / "in.deck").write_text(DECK.format(a=A_SI, n=n_cells, potential=potential, r_cut=R_CUT,
                                                  thermo=steps, warm=warm, steps=steps))
     cmd = [str(BIN / "mpirun")] + (["-bind-to", bind] if bind != "none" else []) + [
@@ -189,12 +209,15 @@ def main():
     # (unit cells per edge, ranks) -> (warm-up steps, timed steps) per variant; the costly
     # HAL + f_i variant gets fewer steps (each run still lasts seconds)
     if args.quick:
-        plan = {(4, 1): {"a": (2, 10), "b": (2, 30), "c": (1, 5), "d": (2, 300)}}
+        plan = {(4, 1): {"a": (2, 10), "b": (2, 30), "c": (1, 5), "d": (2, 300), "h": (2, 20), "e": (2, 30),
+                         "f": (2, 20), "g": (1, 5)}}
         rounds = args.rounds or 1
         wait = args.wait_idle or 0.0
     else:
-        small = {"a": (2, 20), "b": (2, 60), "c": (1, 10), "d": (5, 300)}
-        large = {"a": (1, 5), "b": (2, 10), "c": (1, 3), "d": (5, 100)}
+        small = {"a": (2, 20), "b": (2, 60), "c": (1, 10), "d": (5, 300), "h": (2, 40), "e": (2, 60),
+                 "f": (2, 40), "g": (1, 10)}
+        large = {"a": (1, 5), "b": (2, 10), "c": (1, 3), "d": (5, 100), "h": (2, 8), "e": (2, 10), "f": (2, 8),
+                 "g": (1, 3)}
         plan = {(4, 1): small, (4, 2): small, (8, 1): large, (8, 2): large}
         rounds = args.rounds or 2
         wait = 5.0 if args.wait_idle is None else args.wait_idle
@@ -213,6 +236,8 @@ def main():
         work = Path(tmp)
         params = work / "params.npz"
         random_parameters(spec, MEMBERS).save(params)
+        random_parameters(AceSpec(species=("Si",), r_cut=R_CUT, order=2, max_degree=16), MEMBERS).save(
+            work / "ace_params.npz")
         for r in range(rounds):
             for (n_cells, ranks), per_variant in plan.items():
                 for v in VARIANTS:  # interleaved: all variants of one cell back to back
@@ -248,6 +273,9 @@ def main():
         row(label, [results[(v, *c)]["us"] for c in cols], ".2f")
     for v in "cbd":
         row(f"ratio {v}/a", [results[(v, *c)]["us"] / results[("a", *c)]["us"] for c in cols], ".3g")
+    for ace, power, what in (("e", "b", "mean"), ("f", "h", "HAL"), ("g", "c", "HAL + f_i")):
+        row(f"ACE/power, {what} ({ace}/{power})", [results[(ace, *c)]["us"] / results[(power, *c)]["us"] for c in cols],
+            ".3g")
     print("\nmax RSS per rank (MB), same runs")
     for v, (label, _) in VARIANTS.items():
         row(label, [results[(v, *c)]["rss_mb"] for c in cols], ".0f")
