@@ -245,3 +245,22 @@ def test_tblite_water():
         a.calc = calc
         e.append(a.get_potential_energy())
     assert forces[1, 2] == pytest.approx(-(e[0] - e[1]) / (2 * h), rel=1e-2, abs=1e-3)
+
+
+def test_oracle_md_inside_lammps_labels_what_calculate_gives_and_samples_the_temperature(sw):
+    """A LAMMPS reference's oracle MD runs inside LAMMPS: each snapshot's labels equal a fresh `calculate`
+    at its positions (triclinic cell too: frame rotation round trip), and the kinetic temperature of the
+    snapshots averages to the target (canonical sampling, 64 atoms: std ~ T sqrt(2 / 3N) per snapshot)."""
+    from pylal.sampling import diamond_si, oracle_md
+
+    tilted = bulk("Si", "diamond", 5.431).repeat(3)  # primitive fcc vectors: a triclinic box in LAMMPS
+    for atoms in (diamond_si(2), tilted):
+        for snap in oracle_md(atoms, sw, 1200.0, 2, stride=20, equilibrate=50, seed=1):
+            fresh = snap.copy()
+            fresh.calc = make_calculator("lammps")
+            assert fresh.get_potential_energy() == pytest.approx(snap.get_potential_energy(), abs=1e-9)
+            np.testing.assert_allclose(fresh.get_forces(), snap.get_forces(), atol=1e-9)
+            np.testing.assert_allclose(fresh.get_stress(), snap.get_stress(), atol=1e-12)
+            assert np.abs(snap.get_forces()).max() > 0.1  # moved off the lattice
+    temperatures = [a.get_temperature() for a in oracle_md(diamond_si(2), sw, 1200.0, 60, stride=20, seed=2)]
+    assert np.mean(temperatures) == pytest.approx(1200.0, rel=0.05)
