@@ -102,9 +102,14 @@ def walker_result(workdir, lmp):
 
 def check_end_state(run, workdir, lmp):
     versions, n_flags, output = walker_result(workdir, lmp)
-    wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5,
-               what=f"{n_flags} flags labelled or failed (store: {store_counts(run)})")
+    wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5, what=lambda: unfinished(run, n_flags))
     return versions, n_flags, output
+
+
+def unfinished(run, n_flags):
+    """What a labelling timeout reports: the store now and the server's last words."""
+    log = (run / "server.log.jsonl").read_text().splitlines()[-8:]
+    return f"{n_flags} flags labelled or failed; store now {store_counts(run)}; server log ends:\n" + "\n".join(log)
 
 
 def test_refits_are_swapped_into_two_running_walkers(tmp_path, initial_data):
@@ -116,8 +121,7 @@ def test_refits_are_swapped_into_two_running_walkers(tmp_path, initial_data):
         second = start_lammps(run, tmp_path / "w2", steps=1000, ranks=1, walker="md900b", seed=29)
         results = [walker_result(tmp_path / "w1", first), walker_result(tmp_path / "w2", second)]
         n_flags = sum(r[1] for r in results)
-        wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5,
-                   what=f"{n_flags} flags labelled or failed (store: {store_counts(run)})")
+        wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5, what=lambda: unfinished(run, n_flags))
     finally:
         kill_process(server)
     for versions, flags, output in results:

@@ -99,3 +99,28 @@ def test_client_spools_until_server_starts(tmp_path):
         client.close()
         if proc is not None:
             kill_process(proc, signal.SIGTERM)
+
+
+def test_store_writes_after_a_writer_was_killed_mid_write(tmp_path):
+    """A server killed (SIGKILL) inside a store write leaves ASE's `store.db.lock` and a hot SQLite
+    journal behind; the restarted server's first write must not wait for either (it waited forever
+    on the lock file: CI, stop 20)."""
+    import subprocess
+    import threading
+
+    from pylal.server.store import Store
+
+    path = tmp_path / "store.db"
+    Store(path).add_flag(si_cell(1), {"step": 0})
+    (tmp_path / "store.db.lock").touch()  # what ase.db's lock file looks like after its writer died
+    killer = ("import os, signal, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('BEGIN IMMEDIATE'); "
+              "c.execute('DELETE FROM systems'); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", killer, str(path)])
+    assert proc.returncode == -signal.SIGKILL and (tmp_path / "store.db-journal").exists()  # hot journal left
+    done = []
+    writer = threading.Thread(target=lambda: done.append(Store(path).add_flag(si_cell(2), {"step": 1})), daemon=True)
+    writer.start()
+    writer.join(20)
+    assert done, "the store's first write after a killed writer hangs"
+    rows = list(ase.db.connect(str(path)).select())
+    assert len(rows) == 2 and done[0][2]  # the killed transaction was rolled back, the new row added

@@ -12,7 +12,8 @@ provenance (a carved cell's parent_step, centre_id, core indices, ...) is in the
 
 Durability: ASE writes each row in its own SQLite transaction and SQLite's default
 (journal_mode=DELETE, synchronous=FULL) fsyncs on commit, so a row exists on disk when `add_flag`
-returns; the server acknowledges only then. Deduplication: the content key is a hash of numbers,
+returns; the server acknowledges only then. A write interrupted by SIGKILL leaves a hot journal that
+SQLite rolls back at the next open. Deduplication: the content key is a hash of numbers,
 positions, cell and pbc, so a resent flag (lost ack, spool replay) is recognised, not stored twice.
 """
 from __future__ import annotations
@@ -51,7 +52,10 @@ class Store:
 
     def __init__(self, path):
         self.path = str(path)
-        self.db = ase.db.connect(self.path, type="db", append=True)
+        # no ASE lock file: ASE makes `store.db.lock` with O_EXCL and waits for it forever, so a server
+        # killed (SIGKILL) inside a write left a restarted server hanging at its first write. SQLite
+        # locks across processes itself (and frees a dead process's lock); self.lock serialises threads.
+        self.db = ase.db.connect(self.path, type="db", append=True, use_lock_file=False)
         self.lock = threading.RLock()
 
     # ---- writes -----------------------------------------------------------------------------

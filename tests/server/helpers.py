@@ -145,10 +145,11 @@ def kill_process(proc: subprocess.Popen, sig=signal.SIGKILL):
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """`what`: text, or a function giving it at the timeout (state worth seeing then)."""
     end = time.time() + timeout
     while time.time() < end:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
