@@ -14,7 +14,7 @@ export XLA_FLAGS := --xla_cpu_multi_thread_eigen=false intra_op_parallelism_thre
 $(STAMP): pyproject.toml CMakeLists.txt $(shell find pylal plugin -type f -not -path '*/__pycache__/*' 2>/dev/null)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet ".[test,xtb,uq]"
+	$(PY) -m pip install --quiet ".[test,xtb]"
 	touch $(STAMP)
 
 install: $(STAMP)

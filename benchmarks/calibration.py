@@ -101,11 +101,8 @@ def main():
             candidates["brr" if cal == "none" else "cv"] = (p.mean, p.committee, time.perf_counter() - t1)
             if cal == "cv":
                 print(f"  cv scale kappa = {p.hyper['calibration']['scale']:.2f} (smoothness p = {p.hyper['smoothness']:g})")
-        try:
-            t1 = time.perf_counter()
-            candidates["pops"] = (*pops_committee(design, 32, 1), time.perf_counter() - t1)
-        except ImportError as err:
-            print(f"  pops skipped: {err} (pip install .[uq])")
+        t1 = time.perf_counter()
+        candidates["pops"] = (*pops_committee(design, 32, 1), time.perf_counter() - t1)
         results[name] = {}
         held = {phase: HeldOut(system["spec"], frames) for phase, frames in test.items()}
         print(f"  {'committee':<9} {'phase':<7} {'F rmse':>8} {'rms z':>7} {'cover95':>8} {'E rms z':>8} {'fit s':>6}")
