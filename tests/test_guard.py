@@ -65,10 +65,13 @@ def test_guard_figures_reduce_over_processes_like_one_process():
     np.testing.assert_allclose(combine_packed(*parts)[GUARD], whole)
 
 
-def test_ase_calculator_and_lammps_engine_trip_on_the_same_rule(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check", ["check_every 0", "check_every 1 f_tol 0"])
+def test_ase_calculator_and_lammps_engine_trip_on_the_same_rule(tmp_path, monkeypatch, check):
     """The same configuration and guard_fmax through the calculator (ASE path) and the engine of
     fix pylal (serial, fed as the plugin feeds it): both reject it for 'forces'; the engine flags
-    it (a guard flag file) and, with no saved state yet, asks for no rollback."""
+    it (a guard flag file) and, with no saved state yet, asks for no rollback. On a check step
+    whose f_i also flags (f_tol 0) it is still one flag file, counted once (the check's flag used to be
+    counted first: the guard path then saw no cool-down and sent nothing, or with a rollback counted twice)."""
     monkeypatch.chdir(tmp_path)
     spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
     params = random_parameters(spec, n_members=4, seed=1)
@@ -82,7 +85,7 @@ def test_ase_calculator_and_lammps_engine_trip_on_the_same_rule(tmp_path, monkey
     probe.get_forces()
     assert calc.decision.guard is not None and calc.decision.guard.reason == "forces"
 
-    engine = Engine("params.npz elements Si tau 0 check_every 0 guard_fmax 0.001 event_log events.jsonl "
+    engine = Engine(f"params.npz elements Si tau 0 {check} guard_fmax 0.001 event_log events.jsonl "
                     "flag_dir flags watch none exit_file none".split(), ntypes=1)
     stat = np.zeros(layout.SIZE)
     engine.describe(stat)
@@ -94,7 +97,8 @@ def test_ase_calculator_and_lammps_engine_trip_on_the_same_rule(tmp_path, monkey
                     pairs.neighbors.astype(np.int32), np.ascontiguousarray(pairs.vectors), box, stat)
     engine.finish(np.zeros((n, 3)), np.zeros((n, 3)), stat)
     assert stat[layout.INDEX["rollback"]] == -1.0  # rejected; nothing saved to go back to
-    assert stat[layout.INDEX["guard_events"]] == 1 and engine.n_flags == 1
+    assert stat[layout.INDEX["guard_events"]] == 1 and engine.n_flags == 1 == stat[layout.INDEX["flags"]]
+    assert len(list((tmp_path / "flags").glob("flag_*.xyz"))) == 1
     (event,) = [json.loads(line) for line in open("events.jsonl")]
     assert event["reason"] == "forces" and event["rollback_to"] is None
     assert event["detail"].startswith("forces")

@@ -177,10 +177,10 @@ class HalController:
             self.adaptive.update(packed[0], packed[1])
             self.last_update_step = step
             decision.tau_next = self.current_tau()
+        if guarding:  # first: a step the guard rejects is flagged (once) by the guard path, not by the check
+            decision.guard = self.guard.check(packed[GUARD], spread)
         if check:
             self._check(decision, packed, f_i, g_norm, spread)
-        if guarding:
-            decision.guard = self.guard.check(packed[GUARD], spread)
         return decision
 
     def _check(self, decision: Decision, packed, f_i, g_norm, spread):
@@ -193,7 +193,7 @@ class HalController:
                      or physics.triggered(self.softmax, self.f_max, rule.s_tol, rule.f_tol, sigma_per_atom, rule.sigma_tol))
         decision.check, decision.f_i, decision.bias_norm = True, f_i, decision.tau * g_norm
         decision.f_max, decision.softmax = self.f_max, self.softmax
-        decision.flag = bool(untrusted and cooled)
+        decision.flag = bool(untrusted and cooled and decision.guard is None)
         decision.stop = decision.flag and rule.stop_on_flag
         if decision.flag:
             self.last_flag_step = step
