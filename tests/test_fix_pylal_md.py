@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import random_parameters
-from lammps_util import ROOT, run_lmp, thermo
+from lammps_util import ROOT, run_lmp, thermo, write_data
 from pylal.fit.committee import fit_parameters
+from pylal.model.ace import AceSpec
 from pylal.model.basis import BasisSpec
 from pylal.reference import make_calculator
 from pylal.sampling import diamond_si, oracle_md
@@ -14,16 +15,30 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def si_potential(tmp_path_factory):
-    """K = 16 committee fitted to 15 SW configurations (300-1500 K)."""
+def si_training():
+    """15 SW configurations (300-1500 K)."""
     sw = make_calculator("lammps")
-    train = []
-    for i, temperature in enumerate([300, 900, 1500]):
-        train += oracle_md(diamond_si(2), sw, temperature, 5, stride=40, seed=i)
-    params = fit_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3), train, n_members=16)
+    return [a for i, temperature in enumerate([300, 900, 1500])
+            for a in oracle_md(diamond_si(2), sw, temperature, 5, stride=40, seed=i)]
+
+
+def fitted(spec, training, tmp_path_factory):
+    params = fit_parameters(spec, training, n_members=16)
     path = tmp_path_factory.mktemp("si") / "si.npz"
     params.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def si_potential(si_training, tmp_path_factory):
+    """K = 16 committee (power basis) fitted to si_training."""
+    return fitted(BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3), si_training, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def si_ace_potential(si_training, tmp_path_factory):
+    """The same on ace-jax's ACE basis (order 2, degree 8)."""
+    return fitted(AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=8), si_training, tmp_path_factory)
 
 
 NVE = """units metal
@@ -58,6 +73,36 @@ def test_nve_energy_drift_512_atoms(si_potential, tmp_path):
           f"T {np.mean([r['Temp'] for r in rows]):.0f} K")
     assert abs(drift) < 1e-5
     assert e.std() < 1e-4
+
+
+NPT = """units metal
+atom_style atomic
+boundary p p p
+read_data cell.data
+pair_style zero 3.8
+pair_coeff * *
+fix ml all pylal {params} elements Si tau 0.1 check_every 10 f_tol 100
+velocity all create 900 7 mom yes rot yes dist gaussian
+fix npt all npt temp 900 900 0.1 iso 0 0 1.0
+timestep 0.001
+thermo_style custom step temp pe vol
+thermo 100
+run 1000
+"""
+
+
+def test_ace_npt_with_hal_compiles_at_most_three_times(si_ace_potential, si_training, tmp_path):
+    """ACE basis (issue 13): 1000 steps of NPT at 900 K from an SW MD snapshot, bias on, member forces
+    (f_i) every 10 steps: the committee step compiles at most 3 times (once per mode, at most one growth
+    of the padded sizes; test_hal.py::test_breathing_ghost_and_pair_counts_keep_the_compiled_step)."""
+    write_data(si_training[-1], tmp_path / "cell.data", ["Si"])
+    out = run_lmp(NPT.format(params=si_ace_potential), tmp_path, timeout=900)
+    rows = thermo((tmp_path / "log.lammps").read_text())
+    assert rows[-1]["Step"] == 1000 and np.isfinite([v for r in rows for v in r.values()]).all()
+    assert max(r["Volume"] for r in rows) / min(r["Volume"] for r in rows) > 1.005  # the box breathed
+    compiled = [line for line in out.stdout.splitlines() if "compiled the committee step" in line]
+    print("\n".join(compiled))
+    assert 2 <= len(compiled) <= 3, compiled  # modes hal and members; at most one regrowth
 
 
 @pytest.mark.parametrize("deck", ["in.nvt_hal", "in.npt_hal"])

@@ -80,3 +80,25 @@ def test_hal_md_energy_conservation_and_compilations(si_spec, si_cell):
     drift = np.abs(energies - energies[0]).max() / len(atoms)
     assert drift < 1e-4, f"E_HAL + KE drift {drift:.2e} eV/atom"
     assert "f_i" in atoms.calc.results
+
+
+def test_breathing_ghost_and_pair_counts_keep_the_compiled_step(si_spec, si_cell):
+    """LAMMPS passes owned + ghost atoms; in NPT their count and the pair count go up and down. The padded
+    sizes grow only (25% headroom), so counts moving back across bucket edges do not compile again (with
+    sizes that followed every bucket, the sequence below compiled 3 more times after its first two steps)."""
+    from pylal.model.committee import CommitteeModel
+    from pylal.model.neighbors import PairList, ase_pairs
+
+    model = CommitteeModel(random_parameters(si_spec, seed=2))
+    cell = si_cell.repeat((1, 1, 3))  # 24 centres: a padded size no other test uses
+    full = ase_pairs(cell, si_spec.r_cut, si_spec.species)
+    counts = []
+    for ghosts, kept in [(100, 0.8), (300, 1.0), (200, 0.85), (320, 0.95), (150, 0.8), (310, 1.0), (60, 0.9)]:
+        n_p = int(kept * full.n_pairs)
+        pairs = PairList(full.vectors[:n_p], full.centers[:n_p], full.neighbors[:n_p],
+                         np.concatenate([full.species, np.zeros(ghosts, np.int32)]), full.n_centers)
+        before = sum(TRACE_COUNTS.values())
+        result = model.step(pairs, tau=0.1)
+        counts.append(sum(TRACE_COUNTS.values()) - before)
+        assert result.forces_mean.shape == (len(cell) + ghosts, 3)
+    assert sum(counts[2:]) == 0, counts

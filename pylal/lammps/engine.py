@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def _pin_threads():
@@ -61,7 +62,7 @@ from pylal.lammps import stat as layout  # noqa: E402
 from pylal.lammps.comm import Collectives  # noqa: E402
 from pylal.lammps.settings import FixArgumentError, parse_fix_args  # noqa: E402
 from pylal.lammps.walker import Walker  # noqa: E402
-from pylal.model.committee import CommitteeModel  # noqa: E402
+from pylal.model.committee import TRACE_COUNTS, CommitteeModel  # noqa: E402
 from pylal.model.neighbors import PairList  # noqa: E402
 from pylal.model.params import ParameterFileError, Parameters  # noqa: E402
 
@@ -109,6 +110,7 @@ class Engine:
         self.checkpointer = Checkpointer(self.settings, self.comm) if self.settings.checkpoint else None
         self.n_swaps = 0
         self.n_rollbacks = 0
+        self.n_compilations = 0
         self._last_finished: int | None = None  # step of the last finish(): a re-evaluation is not guarded again
         self._lost_reported = False
         self._pending: PendingStep | None = None
@@ -251,7 +253,13 @@ class Engine:
                          n_centers=n_local if n_centers is None else int(n_centers))
         tau = self.hal.tau_at(step)
         with_bias = self.hal.rule.biased or check
+        compiled, t0 = sum(TRACE_COUNTS.values()), time.perf_counter()
         res = self.model.step(pairs, tau=tau, members=check, bias=with_bias, n_energy_centers=n_local)
+        if sum(TRACE_COUNTS.values()) > compiled:  # MD stalls meanwhile (ACE: tens of seconds): say why
+            self.n_compilations += 1
+            self.log(f"step {step}: compiled the committee step ({'members' if check else 'hal' if with_bias else 'mean'}"
+                     f", {pairs.n_atoms} atoms, {n_pairs} pairs) in {time.perf_counter() - t0:.1f} s; "
+                     f"compilation {self.n_compilations} on rank 0")
 
         columns = [res.forces_mean] + ([res.grad_sigma] if with_bias else [])
         if check:

@@ -33,8 +33,11 @@ from pylal.model.zbl import species_charges, switch_radii, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
-_PAIR_CAPACITY: dict = {}  # padded pair count per padded atom count; grows only, with headroom
-_SLOT_CAPACITY: dict = {}  # neighbour slots per centre (member forces) per padded centre count; grows only
+# padded sizes per padded centre count, grown only and with 25% headroom, so that counts fluctuating in MD
+# (ghost atoms and pairs as an NPT box breathes, neighbours per centre) keep the compiled shapes
+_ATOM_CAPACITY: dict = {}  # atoms (centres + ghosts)
+_PAIR_CAPACITY: dict = {}  # pairs
+_SLOT_CAPACITY: dict = {}  # neighbour slots per centre (member forces, kernel)
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -42,6 +45,13 @@ def bucket(n: int, minimum: int = 16) -> int:
     n = max(int(n), minimum)
     step = 1 << max(0, n.bit_length() - 4)
     return -(-n // step) * step
+
+
+def _capacity(table: dict, key: int, n: int, minimum: int = 16) -> int:
+    """table[key], grown to bucket(1.25 n) when n exceeds it; never shrinks."""
+    if n > table.get(key, 0):
+        table[key] = bucket(int(1.25 * n), minimum)
+    return table[key]
 
 
 @dataclasses.dataclass
@@ -230,10 +240,8 @@ class CommitteeModel:
             raise ValueError("step: bias=False needs tau == 0 and members=False")
         mode = "members" if members else ("hal" if bias else "mean")
         n_c = bucket(pairs.n_centers)
-        n_a = max(bucket(pairs.n_atoms), n_c)
-        n_p = _PAIR_CAPACITY.get((n_c, n_a), 0)
-        if pairs.n_pairs > n_p:  # pair counts fluctuate in MD: grow by a bucket with 25% headroom
-            n_p = _PAIR_CAPACITY[(n_c, n_a)] = bucket(int(1.25 * pairs.n_pairs))
+        n_a = max(_capacity(_ATOM_CAPACITY, n_c, pairs.n_atoms), n_c)
+        n_p = _capacity(_PAIR_CAPACITY, n_c, pairs.n_pairs)
         P = pairs.n_pairs
         vectors = np.zeros((n_p, 3))
         vectors[:, 0] = 2.0 * self.spec.r_cut  # padded pairs lie beyond the cutoff: zero features
@@ -253,9 +261,7 @@ class CommitteeModel:
         slots, n_slots = np.zeros(n_p, np.int32), 0
         if members or self._kernel is not None:  # neighbour slots per centre, padded to a bucket (no recompiles)
             slots[:P], most = neighbor_slots(pairs.centers, pairs.n_centers)
-            n_slots = _SLOT_CAPACITY.get(n_c, 0)
-            if most > n_slots:
-                n_slots = _SLOT_CAPACITY[n_c] = bucket(int(1.25 * most), minimum=8)
+            n_slots = _capacity(_SLOT_CAPACITY, n_c, most, minimum=8)
         out = self._compiled(mode, n_a, n_slots)(
             vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
             self._mean, self._committee, self._noise, self._basis_arrays)
