@@ -174,6 +174,24 @@ def test_learning_saturation_is_detected():
     assert curve.saturated(0, 0.05) is None and LearningCurve().saturated(20, 0.05) is None
 
 
+def test_a_learning_curve_that_rises_is_called_degrading_not_saturated():
+    """Held-out force RMSE per version of an AlCu campaign on a too-small ACE basis (degree 9, 2026-12-02):
+    after its best version every label made it worse."""
+    from pylal.campaign.saturation import LearningCurve
+
+    curve = LearningCurve()
+    for n, rmse in ((6, 0.0611), (8, 0.0477), (9, 0.0451), (11, 0.0386), (14, 0.0351), (16, 0.0386),
+                    (18, 0.0456), (20, 0.0481), (22, 0.0525)):
+        curve.add(n, rmse)
+        assert curve.degrading() is None  # 0.0525 is not yet 1.5 x the best 0.0351
+    curve.add(24, 0.0582)
+    warning = curve.degrading()
+    assert "rose from 0.0351 eV/A (at 14 configurations) to 0.0582" in warning and "worse" in warning
+    saturated = curve.saturated(10, 0.02)  # 0.0351 -> 0.0582 over the last 10 labels
+    assert "Likely causes" in saturated
+    assert "enlarge the basis ([fit]" not in saturated  # a plateau's advice does not fit a rising curve
+
+
 def test_status_shows_calibration_and_rejections():
     """`pylal status` prints the newest version's held-out rms z and why refits were held back."""
     from pylal.server.status import format_status

@@ -207,6 +207,7 @@ class Campaign:
         t = self.cfg.termination
         last_print = 0.0
         curve = LearningCurve()
+        warned_degrading = False
         while True:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
@@ -222,6 +223,11 @@ class Campaign:
             held = newest_fit.get("holdout") or {}
             if held.get("force_rmse") is not None:
                 curve.add(newest_fit["configs"], held["force_rmse"])
+                warning = curve.degrading()
+                if warning is not None and not warned_degrading:
+                    self.say(f"WARNING: {warning}")
+                    self.record.setdefault("warnings", []).append(warning)
+                    warned_degrading = True
                 message = curve.saturated(t.saturation_labels, t.saturation_gain)
                 if message is not None:
                     self.say(self.status_line(summaries, status))

@@ -28,7 +28,29 @@ class LearningCurve:
         gain = (then - now) / then
         if gain >= min_gain:
             return None
-        return (f"learning saturated: the last {window} labels changed the held-out force RMSE from {then:.4g} to "
-                f"{now:.4g} eV/A ({100 * gain:+.1f}%, less than {100 * min_gain:g}%). The committee is calibrated, so "
-                f"its remaining flags are real errors the basis cannot remove: enlarge the basis ([fit] n_max, l_max, "
-                f"r_cut) or raise f_tol / sigma_tol to the accuracy it reaches")
+        head = (f"learning saturated: the last {window} labels changed the held-out force RMSE from {then:.4g} to "
+                f"{now:.4g} eV/A ({100 * gain:+.1f}%, less than {100 * min_gain:g}%). ")
+        if now > then:  # not a plateau: the labels made the potential worse
+            return head + DEGRADING_CAUSES
+        return head + ("The committee is calibrated, so its remaining flags are real errors the basis cannot remove: "
+                       "enlarge the basis ([fit] n_max, l_max, r_cut) or raise f_tol / sigma_tol to the accuracy it "
+                       "reaches")
+
+    def degrading(self, factor: float = 1.5, min_labels: int = 5) -> str | None:
+        """A message when the newest held-out force RMSE is more than `factor` times the best so far, at least
+        `min_labels` labels after it: correct labels that make a linear fit worse on held-out data point to
+        the data or the fit, not to missing data (None otherwise)."""
+        if not self.points:
+            return None
+        labels, now = self.points[-1]
+        best_labels, best = min(self.points, key=lambda p: p[1])
+        if labels - best_labels < min_labels or now <= factor * best:
+            return None
+        return (f"held-out force RMSE rose from {best:.4g} eV/A (at {best_labels} configurations) to {now:.4g} eV/A "
+                f"(at {labels}): new labels make the potential worse. " + DEGRADING_CAUSES)
+
+
+DEGRADING_CAUSES = ("Likely causes: the walkers sample states far from the held-out set (compare their density and "
+                    "temperature in the traces with [holdout]: a barostat driven by a poor potential can boil or "
+                    "crush the cell), or a basis too small to fit both; check `pylal report`, try a larger basis or "
+                    "walkers without a barostat. The newest version is not the best one.")
