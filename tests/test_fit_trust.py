@@ -224,3 +224,27 @@ def test_pylal_fit_command(tmp_path, sw, capsys):
     assert "5-fold cross-validation: force RMSE" in text and "scaled by" in text and "WARNING" not in text
     p = Parameters.load(out)
     assert p.n_members == 4 and p.hyper["calibration"]["scale"] > 0
+
+
+def test_progress_reaches_the_ard_of_every_cross_validation_fold(sw, monkeypatch):
+    """ARD runs again in each cross-validation fold of the final fit (an AlCu campaign's final fit was
+    silent for 6 min there): each ARD run gets the progress callback, on the whole fit's clock."""
+    import pylal.fit.committee as fc
+
+    real, ard_runs = fc.posterior, []
+
+    def spy(*args, progress=None, **kwargs):
+        if progress is not None:
+            progress(len(ard_runs), 0, 0.0)  # as ard_fit would after 10 s
+            ard_runs.append(kwargs.get("leave_out"))
+        return real(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(fc, "posterior", spy)
+    design = DesignSet(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2), Weights(1, 1, 1))
+    for a in labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(6)], sw):
+        design.add(a)
+    clock = []
+    fit_design(design, FitSettings(method="ard", calibrate="cv"), progress=lambda it, kept, s: clock.append(s))
+    folds = {design.fold_of(i) for i in range(len(design))}
+    assert ard_runs[0] is None and sorted(ard_runs[1:]) == sorted(folds)  # the full fit, then every fold
+    assert len(clock) == len(ard_runs) and clock == sorted(clock) and clock[-1] > 0  # one clock, not per run

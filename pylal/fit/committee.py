@@ -81,9 +81,9 @@ def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = 
 
 
 def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple | None, seed: int = 0,
-                     deadline: float | None = None, energy_scale: float = 1.0) -> dict:
+                     deadline: float | None = None, energy_scale: float = 1.0, progress=None) -> dict:
     """z-scores of left-out force (and energy) components under each fold's posterior.
-    Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E."""
+    Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E. progress: as `posterior`'s (ARD)."""
     rng = np.random.default_rng(seed)
     out = {k: [] for k in ("err_F", "std_F", "err_E", "std_E")}
     n_folds = len(design.folds)
@@ -92,7 +92,7 @@ def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple
         if not idx or len(idx) == len(design):
             continue
         post = posterior(design, settings, leave_out=f, smoothness=smoothness, deadline=deadline,
-                         energy_scale=energy_scale)
+                         energy_scale=energy_scale, progress=progress)
         rows, y, kinds = design.arrays(idx)
         for kind, w in (("F", design.weights.forces), ("E", design.weights.energy)):
             sel = np.flatnonzero(kinds == kind)
@@ -124,6 +124,11 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
             sigma_e = np.sqrt(np.mean(cv0["err_E"] ** 2) * design.weights.energy)  # weighted-row units
             sigma_f = np.sqrt(np.mean(cv0["err_F"] ** 2) * design.weights.forces)
             energy_scale = float(np.clip(sigma_f / max(sigma_e, 1e-300), 1e-2, 1e3))
+    if progress is not None:  # one clock for the whole fit: ARD runs again in each cross-validation fold
+        report = progress
+
+        def progress(it, kept, _seconds):
+            report(it, kept, time.perf_counter() - t0)
     post = posterior(design, settings, progress=progress, deadline=deadline, energy_scale=energy_scale)
     p = post.smoothness
     hyper = {"method": settings.method, "weights": [design.weights.energy, design.weights.forces,
@@ -134,7 +139,7 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
     scale = 1.0
     calibration = {"method": settings.calibrate}
     if len(design) >= 2:
-        cv = cross_validation(design, settings, (p,), seed, deadline, energy_scale)
+        cv = cross_validation(design, settings, (p,), seed, deadline, energy_scale, progress)
         raw_f = calibration_stats(cv["err_F"], cv["std_F"])
         if settings.calibrate == "cv" and raw_f:
             scale = raw_f["rms_z"]
