@@ -191,10 +191,13 @@ def test_twenty_hot_swaps_in_one_two_rank_run(system):
     assert out.stdout.count("swapped in parameter version") == 20
 
 
-def test_restart_continues_exactly(system):
+@pytest.mark.parametrize("spec", [SPEC, ACE_SPEC], ids=["power", "ace"])
+def test_restart_continues_exactly(tmp_path, spec):
     """200 steps == 100 + write_restart / read_restart + 100 (bias on, adaptive tau), to 10 digits:
     not bitwise, since LAMMPS orders atoms differently after read_restart (summation order)."""
-    tmp, _, _ = system
+    tmp = tmp_path
+    random_parameters(spec, n_members=8, seed=1).save(tmp / "params.npz")
+    write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
     args = "tau_rel 0.1 tau_window 50 check_every 10 f_tol 100"
     md = "velocity all create 1000 3 loop geom\nfix nve all nve\nthermo 10"
     run_lmp(deck(args, run="run 200", extra=md), tmp)

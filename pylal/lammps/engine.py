@@ -255,7 +255,7 @@ class Engine:
         with_bias = self.hal.rule.biased or check
         compiled, t0 = sum(TRACE_COUNTS.values()), time.perf_counter()
         res = self.model.step(pairs, tau=tau, members=check, bias=with_bias, n_energy_centers=n_local)
-        if sum(TRACE_COUNTS.values()) > compiled:  # MD stalls meanwhile (ACE: tens of seconds): say why
+        if sum(TRACE_COUNTS.values()) > compiled:  # MD stalls meanwhile (seconds; without a cached ACE radial table, more): say why
             self.n_compilations += 1
             self.log(f"step {step}: compiled the committee step ({'members' if check else 'hal' if with_bias else 'mean'}"
                      f", {pairs.n_atoms} atoms, {n_pairs} pairs) in {time.perf_counter() - t0:.1f} s; "
