@@ -62,7 +62,7 @@ from pylal.lammps import stat as layout  # noqa: E402
 from pylal.lammps.comm import Collectives  # noqa: E402
 from pylal.lammps.settings import FixArgumentError, parse_fix_args  # noqa: E402
 from pylal.lammps.walker import Walker  # noqa: E402
-from pylal.model.committee import TRACE_COUNTS, CommitteeModel  # noqa: E402
+from pylal.model.committee import TRACE_COUNTS, CommitteeModel, step_mode  # noqa: E402
 from pylal.model.neighbors import PairList  # noqa: E402
 from pylal.model.params import ParameterFileError, Parameters  # noqa: E402
 
@@ -255,11 +255,10 @@ class Engine:
         with_bias = self.hal.rule.biased or check
         compiled, t0 = sum(TRACE_COUNTS.values()), time.perf_counter()
         res = self.model.step(pairs, tau=tau, members=check, bias=with_bias, n_energy_centers=n_local)
-        if sum(TRACE_COUNTS.values()) > compiled:  # MD stalls meanwhile (seconds; without a cached ACE radial table, more): say why
+        if sum(TRACE_COUNTS.values()) > compiled:  # MD stalls meanwhile (seconds, more for ACE): say why
             self.n_compilations += 1
-            self.log(f"step {step}: compiled the committee step ({'members' if check else 'hal' if with_bias else 'mean'}"
-                     f", {pairs.n_atoms} atoms, {n_pairs} pairs) in {time.perf_counter() - t0:.1f} s; "
-                     f"compilation {self.n_compilations} on rank 0")
+            self.log(f"step {step}: compiled the committee step ({step_mode(check, with_bias)}, {pairs.n_atoms} atoms, "
+                     f"{n_pairs} pairs) in {time.perf_counter() - t0:.1f} s; compilation {self.n_compilations} on rank 0")
 
         columns = [res.forces_mean] + ([res.grad_sigma] if with_bias else [])
         if check:

@@ -47,6 +47,11 @@ def bucket(n: int, minimum: int = 16) -> int:
     return -(-n // step) * step
 
 
+def step_mode(members: bool, bias: bool) -> str:
+    """Which compiled step a call needs: "members" (f_i), "hal" (bias) or "mean"."""
+    return "members" if members else ("hal" if bias else "mean")
+
+
 def _capacity(table: dict, key: int, n: int, minimum: int = 16) -> int:
     """table[key], grown to bucket(1.25 n) when n exceeds it; never shrinks."""
     if n > table.get(key, 0):
@@ -238,9 +243,9 @@ class CommitteeModel:
         that many centres count in the energies (default all); the others still add forces."""
         if not bias and (tau != 0.0 or members):
             raise ValueError("step: bias=False needs tau == 0 and members=False")
-        mode = "members" if members else ("hal" if bias else "mean")
+        mode = step_mode(members, bias)
         n_c = bucket(pairs.n_centers)
-        n_a = max(_capacity(_ATOM_CAPACITY, n_c, pairs.n_atoms), n_c)
+        n_a = _capacity(_ATOM_CAPACITY, n_c, pairs.n_atoms)  # >= n_c: n_atoms >= n_centers
         n_p = _capacity(_PAIR_CAPACITY, n_c, pairs.n_pairs)
         P = pairs.n_pairs
         vectors = np.zeros((n_p, 3))
