@@ -31,9 +31,11 @@ def _counts(run):
 def test_kill_9_mid_queue_then_restart(tmp_path):
     run = tmp_path / "run"
     address = f"tcp://127.0.0.1:{free_port()}"
-    # a slow reference (0.4 s a label) so that the kill lands mid-queue; 7-atom cells fail
+    # a slow reference (0.4 s a label) so that the kill lands mid-queue; 7-atom cells fail; while the
+    # file `hold` exists labels do not finish, so the kill surely lands with one in flight
+    hold = tmp_path / "hold"
     cfg = write_config(run, bind=address, initial=3,
-                       reference={"calculator": "faulty:make", "options": {"delay": 0.4}},
+                       reference={"calculator": "faulty:make", "options": {"delay": 0.4, "hold": str(hold)}},
                        executor={"workers": 1, "timeout": 30.0, "retries": 0})
     cells = [si_cell(200 + i, n_atoms=7 if i in (3, 11) else None) for i in range(16)]
     client = None
@@ -45,10 +47,14 @@ def test_kill_9_mid_queue_then_restart(tmp_path):
             client.send_flag(atoms, {"step": i, "f_max": 0.5})
         assert client.flush(20)
         wait_until(lambda: _counts(run)[0].get("labeled", 0) >= 2, 60, what="some labels")
+        hold.touch()
+        wait_until(lambda: _counts(run)[0].get("labeling", 0) >= 1, 10, what="a label in flight")
+        time.sleep(1.0)  # longer than a label: the one in flight now waits for `hold`
         os.kill(proc.pid, signal.SIGKILL)  # the server process only; its workers see EOF and exit
         proc.wait(10)
         before, _, _ = _counts(run)
-        assert before.get("queued", 0) + before.get("labeling", 0) > 0, before  # really mid-queue
+        assert before.get("labeling", 0) >= 1 and before.get("queued", 0) > 0, before  # really mid-queue
+        hold.unlink()
         # MD goes on while the server is down: flags are spooled, nothing blocks
         t0 = time.perf_counter()
         for i, atoms in enumerate(cells[10:], start=10):
@@ -66,7 +72,7 @@ def test_kill_9_mid_queue_then_restart(tmp_path):
         assert counts == {"labeled": 14, "failed": 2}, counts
         assert all(r.attempts == 1 or r.status == "failed" or r.attempts == 2 for r in rows)
         status = request(address, read_token(run / "token"), {"type": "status"})
-        assert status["stats"]["requeued_at_start"] >= 1
+        assert status["stats"]["requeued_at_start"] == before["labeling"]
         p = client.wait_for_version(2, 30)
         assert p is not None
     finally:
