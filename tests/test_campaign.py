@@ -134,8 +134,10 @@ def test_small_campaign_end_to_end(tmp_path):
     versions = [r["version"] for r in trace]
     assert versions == sorted(versions)
     end = record["termination"]
-    before = [r for r in trace if r["wall_time"] <= end["at"]]
-    assert summarize(before, end["newest_version"]).quiet_steps >= 200
+    decided = end["walkers"]["hot"]  # the walker may flag again between the decision and its stop
+    assert decided["version"] == end["newest_version"] and decided["quiet_steps"] >= 200
+    before = [r for r in trace if r["step"] <= decided["step"]]
+    assert summarize(before, end["newest_version"]).quiet_steps == decided["quiet_steps"]
     # every label came from a flag of this walker (a flag may also be a duplicate of a labelled one)
     assert 1 <= final["n_labels"] + final["n_failed"] <= sum(r["flagged"] for r in trace)
     assert np.isfinite(final["holdout_force_rmse"]) and final["holdout_force_rmse"] < 0.3

@@ -8,7 +8,7 @@
    anyway restarts from its last checkpoint with a new seed (campaign.json: walkers[].restarts,
    walkers[].recoveries);
 4. termination (HAL: "stable for 5000 steps"): every walker ran `quiet_steps` on the newest version
-   without a flag, with nothing left to label; or a cap (labels, minutes) ends it unconverged;
+   without a flag, with nothing left to label and no refit running or due; or a cap (labels, minutes) ends it unconverged;
 5. the final fit after data generation (ARD, HAL sec. 2.2 eq. 28), the data set, held-out errors,
    properties against the reference (pylal.validate) and the report (pylal.report).
 Everything lands in the run folder (docs/campaign.md); nothing is lost when a step fails: the
@@ -58,6 +58,7 @@ class Campaign:
                                             max_labels=cfg.termination.max_labels,
                                             max_minutes=cfg.termination.max_minutes),
                            timings={}, final={})
+        self.decided_on = {}  # per walker: step, version and quiet steps the termination was decided on
         self.server = None
         self.walkers: list[Walker] = []
         self.reference = None
@@ -219,6 +220,8 @@ class Campaign:
                 return "fits_rejected"
             newest = status["versions"][-1] if status["versions"] else None
             summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
+            self.decided_on = {w.cfg.name: dict(step=s.step, version=s.version, quiet_steps=s.quiet_steps)
+                               for w, s in zip(self.walkers, summaries)}  # what the walkers had run at the decision
             newest_fit = stats.get("newest") or {}
             held = newest_fit.get("holdout") or {}
             if held.get("force_rmse") is not None:
@@ -257,7 +260,7 @@ class Campaign:
                     self.save_record()
             status = self.server.status()
             counts = status["counts"]
-            busy = counts.get("queued", 0) + counts.get("labeling", 0)
+            busy = counts.get("queued", 0) + counts.get("labeling", 0) or status["stats"].get("refit_pending")
             if time.time() - last_print >= every:
                 self.say(self.status_line(summaries, status))
                 last_print = time.time()
@@ -422,7 +425,8 @@ class Campaign:
             self.save_record()
             reason = self.monitor()
             status = self.server.status()  # the state the decision was made on (a flag may still follow)
-            self.record["termination"].update(at=time.time(), reason=reason, newest_version=self.server.newest_version(),
+            self.record["termination"].update(at=time.time(), reason=reason, walkers=self.decided_on,
+                                              newest_version=self.server.newest_version(),
                                               newest_version_holdout=(status["stats"].get("newest") or {}).get("holdout"),
                                               rejected_refits=status["stats"].get("rejected_refits", 0))
             self.say(f"termination: {reason}")

@@ -84,6 +84,7 @@ class Server:
         self.filtered: dict = {}  # walker -> ids of its flags whose labels were filtered (told at its polls)
         self.unanswered: dict = {}  # walker -> ids of its flags whose refit failed its checks (told at its polls)
         self._answered_rows: set = set()  # store rows of the last refit attempt, published or rejected
+        self._refitting = False
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
@@ -250,6 +251,8 @@ class Server:
 
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
+        # a refit running, or due for labels already in: a version newer than the newest will follow
+        self.stats["refit_pending"] = self._refitting or self.policy.due(self.refitter.new_labels(), 0.0)
         return dict(address=self.address, pid=os.getpid(), counts=self.store.counts(),
                     versions=self.versions.versions(), current=self.versions.current(),
                     walkers=self.walkers, recent_errors=self.store.recent_errors(5),
@@ -389,7 +392,11 @@ class Server:
 
     def _refit(self, reason: str):
         t0 = time.perf_counter()
-        pointer = self.refitter.refit()
+        self._refitting = True
+        try:
+            pointer = self.refitter.refit()
+        finally:
+            self._refitting = False
         dt = time.perf_counter() - t0
         self.stats["refits"] += 1
         self.stats["refit_seconds"] = round(dt, 3)
