@@ -177,18 +177,35 @@ def test_flag_raised_by_one_rank_is_seen_by_all(tmp_path):
 
 
 @pytest.mark.mpi
-def test_twenty_hot_swaps_in_one_two_rank_run(system):
-    tmp, _, _ = system
-    extra = "velocity all create 600 2\nfix nve all nve\nthermo 10"
+@pytest.mark.parametrize("spec", [SPEC, ACE_SPEC], ids=["power", "ace"])
+def test_twenty_hot_swaps_in_one_two_rank_run(tmp_path, spec):
+    """A new parameter version at every check step (10 steps), swapped in on the same step on both ranks,
+    without compiling the committee step again (ACE: the kernel readouts of the new committee are new
+    arguments, not new code)."""
+    tmp, swaps = tmp_path, 20
+    random_parameters(spec, n_members=8, seed=1).save(tmp / "params.npz")
+    write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
+    # no integrator: the atoms stay put, so the padded sizes cannot grow (random parameters pull the
+    # cell together under MD) and a compilation after step 1 could only come from a swap
     args = "tau 0 check_every 10 f_tol 100 engine swapping_engine:SwappingEngine"
-    out = run_lmp(deck(args, run="run 200", extra=extra), tmp, ranks=2, PYTHONPATH=str(Path(__file__).parent / "lammps"))
+    extra = "thermo_style custom step pe fnorm f_ml[7]\nthermo_modify format float %22.16g\nthermo 10"
+    out = run_lmp(deck(args, run=f"run {10 * swaps}", extra=extra), tmp, ranks=2,
+                  PYTHONPATH=str(Path(__file__).parent / "lammps"))
     logs = [np.loadtxt(tmp / f"versions_{r}.txt", dtype=int) for r in (0, 1)]
     assert np.array_equal(logs[0], logs[1])  # every rank on the same version at every step
     steps, versions = logs[0][:, 0], logs[0][:, 1]
-    assert versions.max() == 20 and np.all(np.diff(versions) >= 0)
+    assert versions.max() == swaps and np.all(np.diff(versions) >= 0)
     assert np.all(versions == steps // 10)  # swapped exactly at the check steps
-    assert thermo((tmp / "log.lammps").read_text())[-1]["f_ml[7]"] == 20
-    assert out.stdout.count("swapped in parameter version") == 20
+    rows = thermo((tmp / "log.lammps").read_text())
+    assert rows[-1]["f_ml[7]"] == swaps
+    # version v is the first committee times 1.001^v (linear model, no ZBL pair inside 1.6 A): energy and
+    # forces follow, so the new coefficients (ACE: the kernel readouts) are what the step uses
+    scale = np.array([1.001 ** r["f_ml[7]"] for r in rows])
+    np.testing.assert_allclose([r["PotEng"] for r in rows], rows[0]["PotEng"] * scale, rtol=1e-9)
+    np.testing.assert_allclose([r["Fnorm"] for r in rows], rows[0]["Fnorm"] * scale, rtol=1e-9)
+    assert out.stdout.count("swapped in parameter version") == swaps
+    compiled = [line for line in out.stdout.splitlines() if "compiled the committee step" in line]
+    assert len(compiled) == 2, compiled  # the mean step and the members step (check steps), once each
 
 
 @pytest.mark.parametrize("spec", [SPEC, ACE_SPEC], ids=["power", "ace"])

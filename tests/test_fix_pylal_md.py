@@ -62,9 +62,10 @@ run {steps}
 """
 
 
-def test_nve_energy_drift_512_atoms(si_potential, tmp_path):
+@pytest.mark.parametrize("potential", ["si_potential", "si_ace_potential"], ids=["power", "ace"])
+def test_nve_energy_drift_512_atoms(potential, request, tmp_path):
     """tau = 0, 512 Si atoms, 5,000 steps of 1 fs: drift of E_total per atom per ps (goal 1e-5)."""
-    run_lmp(NVE.format(params=si_potential, steps=5000), tmp_path, timeout=1800)
+    run_lmp(NVE.format(params=request.getfixturevalue(potential), steps=5000), tmp_path, timeout=1800)
     rows = thermo((tmp_path / "log.lammps").read_text())
     t_ps = np.array([r["Step"] for r in rows]) * 1e-3
     e = np.array([r["TotEng"] for r in rows]) / 512
