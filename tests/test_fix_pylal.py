@@ -73,11 +73,9 @@ def test_lmp_matches_ase_calculator(system, ranks):
     check_lmp_matches_ase(*system[:2], ranks)
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("ranks", [2])
+@pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.mpi), pytest.param(4, marks=pytest.mark.mpi)])
 def test_lmp_matches_ase_calculator_with_the_ace_basis(tmp_path, ranks):
-    """The same for ace-jax's ACE basis (pylal.model.ace), on 2 ranks (1 and 4 ranks were checked once by
-    hand: each rank compiles the ACE step, 40-80 s per case, too long for every `make test`)."""
+    """The same for ace-jax's ACE basis (pylal.model.ace)."""
     params = random_parameters(ACE_SPEC, n_members=8, seed=1)
     params.save(tmp_path / "params.npz")
     write_data(sic_cell(), tmp_path / "cell.data", ELEMENTS)
