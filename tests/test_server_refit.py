@@ -69,8 +69,10 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
             wait_until(lambda: ts.server.store.counts()["labeled"] == 4, 30, what="label while held")
             time.sleep(1.0)
             assert VersionStore(ts.cfg.run_dir).latest() == 5  # HOLD: no refit
+            assert ts.server.status()["stats"]["refit_pending"]  # a campaign must not call this converged
             (ts.cfg.run_dir / "HOLD").unlink()
             assert walkers[1].wait_for_version(6, 30).version == 6  # resumed
+            wait_until(lambda: not ts.server.status()["stats"]["refit_pending"], 10, what="refit_pending cleared")
 
             # pylal status: queue, labels, versions, walkers, errors
             time.sleep(2.5)  # status.json is rewritten every 2 s
