@@ -70,6 +70,32 @@ def test_quiet_steps_count_only_the_newest_version_since_the_last_flag(tmp_path)
     assert summarize([], 1).quiet_steps == 0
 
 
+def test_a_walker_far_from_the_held_out_densities_is_named(tmp_path):
+    from ase.build import bulk
+
+    from pylal.campaign.density import outside_holdout, volume_range
+
+    held = [bulk("Al", "fcc", a=a, cubic=True) for a in (4.05, 4.15)]  # 16.6 and 17.9 A^3/atom
+    molecule = bulk("Al", "fcc", a=4.0, cubic=True)
+    molecule.pbc = False  # a non-periodic frame has no density to compare
+    lo, hi = volume_range(held + [molecule])
+    assert (lo, hi) == pytest.approx((4.05 ** 3 / 4, 4.15 ** 3 / 4))
+    assert outside_holdout("solid", 19.0, (lo, hi)) is None  # within 15% above the range
+    warning = outside_holdout("liquid1500", 27.9, (lo, hi))
+    assert "liquid1500 is at 27.9 A^3/atom" in warning and "16.6-17.9" in warning
+    assert outside_holdout("dense", 13.0, (lo, hi)) is not None  # compressed as well
+    assert outside_holdout("old trace", float("nan"), (lo, hi)) is None
+    assert volume_range([molecule]) is None and outside_holdout("x", 99.0, None) is None
+    # traces written before the volume column read as NaN; new ones carry it
+    old = tmp_path / "old.csv"
+    old.write_text("wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged\n1,5,1,0,0,0,0,0,0,0\n")
+    assert np.isnan(summarize(read_trace(old), 1).volume_per_atom)
+    new = tmp_path / "new.csv"
+    new.write_text("wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged,volume_per_atom\n"
+                   "1,5,1,0,0,0,0,0,0,0,20.02\n")
+    assert summarize(read_trace(new), 1).volume_per_atom == 20.02
+
+
 CAMPAIGN = """
 [fit]
 species = ["Si"]
@@ -133,6 +159,8 @@ def test_small_campaign_end_to_end(tmp_path):
     trace = read_trace(run / "walkers" / "hot" / "trace.csv")
     versions = [r["version"] for r in trace]
     assert versions == sorted(versions)
+    # NVT (in.walker) on the 8-atom diamond cell: the trace's volume per atom is a^3 / 8 throughout
+    assert all(r["volume_per_atom"] == pytest.approx(5.431 ** 3 / 8, rel=1e-5) for r in trace)
     end = record["termination"]
     decided = end["walkers"]["hot"]  # the walker may flag again between the decision and its stop
     assert decided["version"] == end["newest_version"] and decided["quiet_steps"] >= 200

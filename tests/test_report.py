@@ -36,8 +36,9 @@ def sw_labelled(n, seed0):
     return out
 
 
-def write_trace(path, rng, n_rows, versions, flag_rows, t0):
-    rows = [HEADER]
+def write_trace(path, rng, n_rows, versions, flag_rows, t0, volume=None):
+    """volume: volume per atom of the first row (a growing box), or None for a trace from before that column."""
+    rows = [HEADER + (",volume_per_atom" if volume else "")]
     n_flags = 0
     for i in range(n_rows):
         flagged = int(i in flag_rows)
@@ -45,7 +46,8 @@ def write_trace(path, rng, n_rows, versions, flag_rows, t0):
         version = versions[min(i * len(versions) // n_rows, len(versions) - 1)]
         f_max = 0.35 if flagged else 0.05 * np.exp(rng.normal(scale=0.5))
         rows.append(f"{t0 + i:.3f},{10 * i},{version},{0.01 + 1e-4 * i:.6g},{-34.6 + rng.normal(scale=0.01):.6f},"
-                    f"{0.002:.4g},{f_max:.5g},{0.2 + 0.1 * rng.random():.4g},{n_flags},{flagged}")
+                    f"{0.002:.4g},{f_max:.5g},{0.2 + 0.1 * rng.random():.4g},{n_flags},{flagged}"
+                    + (f",{volume * (1 + 0.01 * i):.6g}" if volume else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
 
@@ -72,7 +74,7 @@ def run_dir(tmp_path_factory):
     fit_parameters(SPEC, train, Weights(5, 1, 1), method="ard", n_members=4).save(run / "final" / "params.npz")
     rng = np.random.default_rng(0)
     for name, flags in (("T800", {7, 20}), ("T1200", {3})):
-        write_trace(run / "walkers" / name / "trace.csv", rng, 30, [1, 2, 3], flags, 1000.0)
+        write_trace(run / "walkers" / name / "trace.csv", rng, 30, [1, 2, 3], flags, 1000.0, volume=20.0)
         (run / "walkers" / name / "tolerance.json").write_text(json.dumps({"f_tol": 0.3, "s_tol": None}))
     campaign = {"config": {"name": "test"}, "started": 1000.0, "finished": 1100.0, "status": "done",
                 "walkers": [{"name": "T800", "temperature": 800, "pressure": None, "ranks": 1, "deck": "in.walker"},
@@ -107,7 +109,7 @@ def test_full_report(run_dir):
     out = run / "report"
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
-    assert names == {"learning_curve.png", "uncertainty_T800.png", "uncertainty_T1200.png", "tau.png",
+    assert names == {"learning_curve.png", "uncertainty_T800.png", "uncertainty_T1200.png", "tau.png", "volume.png",
                      "parity.png", "time_split.png", "rdf.png", "reliability.png"}
     page = (out / "index.html").read_text()
     for p in pngs:  # every PNG is in the one page, byte for byte
@@ -169,7 +171,7 @@ def test_partial_run_says_what_is_missing(tmp_path):
     page = html.unescape(report.index.read_text())
     for what in ("holdout.xyz: not found", "versions/: no parameter versions", "walkers/b/trace.csv: not found",
                  "walkers/a/tolerance.json: not found", "validation.json: not found", "campaign.json: no 'timings'",
-                 "walkers/a/trace.csv: 1 malformed row(s) skipped"):
+                 "walkers/a/trace.csv: 1 malformed row(s) skipped", "no walker trace has volumes"):
         assert what in page, what
     assert dict((q, v) for q, v, _ in report.summary)["wall time"] == "100.0 s so far"
     assert "MD (trace spans)" in page  # time split from the trace (no timings in campaign.json)

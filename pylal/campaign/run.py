@@ -29,6 +29,7 @@ from ase.io import read, write
 
 from pylal.campaign.cells import campaign_cell, reference_md
 from pylal.campaign.config import CampaignConfig
+from pylal.campaign.density import outside_holdout, volume_range
 from pylal.campaign.saturation import LearningCurve
 from pylal.campaign.trace import read_trace, summarize
 from pylal.campaign.walkers import Walker
@@ -59,6 +60,7 @@ class Campaign:
                                             max_minutes=cfg.termination.max_minutes),
                            timings={}, final={})
         self.decided_on = {}  # per walker: step, version and quiet steps the termination was decided on
+        self.holdout_volumes = None  # (min, max) volume per atom of the held-out set
         self.server = None
         self.walkers: list[Walker] = []
         self.reference = None
@@ -69,6 +71,11 @@ class Campaign:
         self.print(line, flush=True)
         with open(self.run / "campaign.log", "a") as f:
             f.write(line + "\n")
+
+    def warn(self, text: str):
+        """A WARNING in the log and in campaign.json "warnings"."""
+        self.say(f"WARNING: {text}")
+        self.record.setdefault("warnings", []).append(text)
 
     def save_record(self):
         atomic_write(self.run / "campaign.json", json.dumps(self.record, indent=2, default=str).encode())
@@ -199,7 +206,8 @@ class Campaign:
         for walker, s in zip(self.walkers, summaries):
             state = "" if walker.returncode is None else f" ended({walker.returncode})"
             parts.append(f"{walker.cfg.name}: step {s.step} v{s.version} tau {s.tau:.3g} sigma {s.sigma:.3g} "
-                         f"f_max {s.f_max:.3g} flags {s.n_flags} quiet {min(s.quiet_steps, m)}/{m}{state}")
+                         f"f_max {s.f_max:.3g} flags {s.n_flags} quiet {min(s.quiet_steps, m)}/{m}"
+                         f"{f' V {s.volume_per_atom:.1f} A^3/atom' if np.isfinite(s.volume_per_atom) else ''}{state}")
         return " | ".join(parts)
 
     def monitor(self, every: float = 10.0) -> str:
@@ -209,6 +217,7 @@ class Campaign:
         last_print = 0.0
         curve = LearningCurve()
         warned_degrading = False
+        warned_density = set()
         while True:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
@@ -222,14 +231,18 @@ class Campaign:
             summaries = [summarize(read_trace(w.trace), newest) for w in self.walkers]
             self.decided_on = {w.cfg.name: dict(step=s.step, version=s.version, quiet_steps=s.quiet_steps)
                                for w, s in zip(self.walkers, summaries)}  # what the walkers had run at the decision
+            for w, s in zip(self.walkers, summaries):
+                warning = outside_holdout(w.cfg.name, s.volume_per_atom, self.holdout_volumes)
+                if warning is not None and w.cfg.name not in warned_density:
+                    self.warn(warning)
+                    warned_density.add(w.cfg.name)
             newest_fit = stats.get("newest") or {}
             held = newest_fit.get("holdout") or {}
             if held.get("force_rmse") is not None:
                 curve.add(newest_fit["configs"], held["force_rmse"])
                 warning = curve.degrading()
                 if warning is not None and not warned_degrading:
-                    self.say(f"WARNING: {warning}")
-                    self.record.setdefault("warnings", []).append(warning)
+                    self.warn(warning)
                     warned_degrading = True
                 message = curve.saturated(t.saturation_labels, t.saturation_gain)
                 if message is not None:
@@ -416,6 +429,7 @@ class Campaign:
             initial = self.initial_data()
             self.say(f"initial set: {len(initial)} labelled configurations ({self.run / 'initial.xyz'})")
             holdout = self.holdout()
+            self.holdout_volumes = volume_range(holdout)
             h = self.cfg.holdout
             temperatures = ", ".join(f"{t:g}" for t in h.temperatures or [h.temperature])
             source = f"from {h.file}" if h.file else f"of reference MD at {temperatures} K"

@@ -1,6 +1,7 @@
 """Walker traces (`fix pylal ... trace FILE`: one CSV row per check step) and the termination rule.
 
-Columns: wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged
+Columns: wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged,volume_per_atom
+(volume_per_atom since 2026-12-02: older traces lack it, and read as NaN)
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class TraceSummary:
     n_flags: int = 0
     quiet_steps: int = 0  # steps run on the newest version since this walker's last flag
     waiting: float = 0.0  # seconds held at flags (on_flag wait), from the gaps after flagged rows
+    volume_per_atom: float = float("nan")  # box volume per atom at the last row (A^3)
+
+
+FLOAT_COLUMNS = ("wall_time", "tau", "energy", "sigma", "f_max", "softmax", "volume_per_atom")
 
 
 def read_trace(path) -> list[dict]:
@@ -34,8 +39,7 @@ def read_trace(path) -> list[dict]:
     rows = []
     for row in csv.DictReader(lines):
         try:
-            rows.append({k: (float(v) if k in ("wall_time", "tau", "energy", "sigma", "f_max", "softmax") else int(v))
-                         for k, v in row.items()})
+            rows.append({k: (float(v) if k in FLOAT_COLUMNS else int(v)) for k, v in row.items()})
         except (TypeError, ValueError):
             continue
     return rows
@@ -56,4 +60,4 @@ def summarize(rows: list[dict], newest_version: int) -> TraceSummary:
     waiting = sum(max(0.0, b["wall_time"] - a["wall_time"]) for a, b in zip(rows, rows[1:]) if a["flagged"])
     return TraceSummary(rows=len(rows), step=last["step"], version=last["version"], tau=last["tau"],
                         sigma=last["sigma"], f_max=last["f_max"], n_flags=last["n_flags"], quiet_steps=quiet,
-                        waiting=waiting)
+                        waiting=waiting, volume_per_atom=last.get("volume_per_atom", float("nan")))

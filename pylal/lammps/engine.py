@@ -70,6 +70,12 @@ STATE_FORMAT = "pylal-fix-state/1"
 STAT = layout.INDEX
 
 
+def volume_per_atom(box: np.ndarray, natoms: float) -> float:
+    """Box volume per atom (A^3); box: fix pylal's (boxlo[3], boxhi[3], xy, xz, yz, periodic[3]), whose
+    restricted-triclinic volume is lx * ly * lz."""
+    return float(np.prod(box[3:6] - box[0:3]) / natoms) if natoms > 0 else float("nan")
+
+
 def _view(buffer, dtype, shape):
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
@@ -340,7 +346,7 @@ class Engine:
                                   d.f_i if d.f_i is not None else nan, d.bias_norm if d.bias_norm is not None else nan,
                                   info)
             self.walker.trace_row(p.step, self.params.version, d.tau, p.energy, p.sigma, d.f_max, d.softmax,
-                                  self.n_flags, True)
+                                  self.n_flags, True, volume_per_atom(p.box, out[STAT["natoms"]]))
         action = f"rolling back to step {saved}" if roll else (
             "no saved state yet: continuing" if s.rollback == "yes" else "rollback no: continuing")
         self.log(f"step {p.step}: guard: {event.describe()}; {action}")
@@ -379,7 +385,7 @@ class Engine:
             out[STAT["stop"]] = 1.0
             self.walker.record_exit("flag_stop", f"flag {self.n_flags} with on_flag stop")
         self.walker.trace_row(p.step, self.params.version, d.tau, p.energy, p.sigma, d.f_max, d.softmax,
-                              self.n_flags, d.flag)
+                              self.n_flags, d.flag, volume_per_atom(p.box, out[STAT["natoms"]]))
         if d.flag and s.on_flag == "wait":
             self._swap_if_new(*self.walker.wait_for_version(p.step, self.params.version), p.step)
         if self.walker.stop_requested():

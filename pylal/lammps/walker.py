@@ -32,7 +32,8 @@ from pylal.lammps.settings import FixArgumentError, FixSettings
 from pylal.model.params import ParameterFileError, Parameters
 from pylal.select.carve import CarveError, OwnedAtoms, carve
 
-TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged")
+TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged",
+                 "volume_per_atom")
 
 
 class Walker:
@@ -211,7 +212,7 @@ class Walker:
 
     # ---- trace, stop file -----------------------------------------------------------------
     def trace_row(self, step: int, version: int, tau: float, energy: float, sigma: float, f_max: float,
-                  softmax: float, n_flags: int, flagged: bool):
+                  softmax: float, n_flags: int, flagged: bool, volume_per_atom: float):
         """Rank 0 appends one CSV row per check step to `trace FILE`."""
         path = self.settings.trace
         if path is None or self.rank != 0:
@@ -221,7 +222,7 @@ class Walker:
             if new:
                 f.write(",".join(TRACE_COLUMNS) + "\n")
             f.write(f"{time.time():.3f},{step},{version},{tau:.8g},{energy:.10g},"
-                    f"{sigma:.8g},{f_max:.8g},{softmax:.8g},{n_flags},{int(flagged)}\n")
+                    f"{sigma:.8g},{f_max:.8g},{softmax:.8g},{n_flags},{int(flagged)},{volume_per_atom:.6g}\n")
 
     def stop_requested(self) -> bool:
         """`stop_file FILE`: rank 0 looks for the file; every rank gets the same answer."""

@@ -17,9 +17,10 @@ from pylal.report.evaluate import Evaluator, learning_curve, parity_data
 from pylal.report.plot_calibration import calibration_data, plot_reliability
 from pylal.report.plot_learning import plot_learning_curve
 from pylal.report.plot_parity import plot_parity
+from pylal.campaign.density import volume_range
 from pylal.report.plot_time import plot_time_split
 from pylal.report.plot_validation import plot_rdf
-from pylal.report.plot_walkers import plot_tau, plot_uncertainty
+from pylal.report.plot_walkers import plot_tau, plot_uncertainty, plot_volume
 from pylal.report.summary import duration, property_rows, summary_rows, time_split, walker_rows
 
 
@@ -77,6 +78,10 @@ def build_report(run_dir, out_dir=None, now: float | None = None) -> Report:
         figure(walk, plot_tau(run.walkers, out / "tau.png"),
                "bias strength tau of E_HAL = E - tau sigma (HAL eq. 1), adaptive per eq. 12, per walker.",
                "no walker trace has tau values")
+        figure(walk, plot_volume(run.walkers, out / "volume.png", volume_range(run.holdout or [])),
+               "box volume per atom per walker; grey: the held-out set's range, dashed: 15% beyond it (outside, "
+               "the held-out error does not measure the states the walker labels; docs/campaign.md).",
+               "no walker trace has volumes (traces before 2026-12-02)")
     else:
         walk.append(("note", "no walkers"))
 

@@ -112,6 +112,33 @@ def plot_tau(walkers, path):
     return save(fig, path)
 
 
+def plot_volume(walkers, path, held: tuple[float, float] | None):
+    """Box volume per atom against step, one line per walker, over the held-out set's range (grey band,
+    with the 15% margin of pylal.campaign.density dashed): a walker outside has left the held-out states."""
+    from pylal.campaign.density import TOLERANCE
+
+    walkers = [w for w in walkers if w.trace is not None and w.n_rows and np.isfinite(w.trace["volume_per_atom"]).any()]
+    if not walkers:
+        return None
+    fig, axes = new_figure(1, 1, size=(8.0, 3.6))
+    ax = axes[0, 0]
+    n_restarts = 0
+    for w in walkers:
+        x, restarts = timeline(w.trace)
+        n_restarts += len(restarts)
+        ax.plot(*_broken(x, w.trace["volume_per_atom"], restarts), "-", lw=1.0, label=w.name)
+    if held is not None:
+        ax.axhspan(*held, color="0.85", label="held-out set")
+        for v in (held[0] * (1 - TOLERANCE), held[1] * (1 + TOLERANCE)):
+            ax.axhline(v, color="0.5", ls="--", lw=0.9)
+    ax.set_xlabel(_xlabel(n_restarts))
+    ax.set_ylabel("volume per atom (A$^3$)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=max(1, len(walkers) // 8))
+    ax.set_title("box volume per atom per walker", fontsize=11)
+    return save(fig, path)
+
+
 def _xlabel(restarts) -> str:
     n = restarts if isinstance(restarts, int) else len(restarts)
     return "MD step" + (f" (segments of {n} restart{'s' if n > 1 else ''} joined)" if n else "")
