@@ -94,22 +94,7 @@ def plot_uncertainty(walker, path):
 
 def plot_tau(walkers, path):
     """tau (HAL eqs. 1, 12) against step, one line per walker."""
-    walkers = [w for w in walkers if w.trace is not None and w.n_rows and np.isfinite(w.trace["tau"]).any()]
-    if not walkers:
-        return None
-    fig, axes = new_figure(1, 1, size=(8.0, 3.6))
-    ax = axes[0, 0]
-    n_restarts = 0
-    for w in walkers:
-        x, restarts = timeline(w.trace)
-        n_restarts += len(restarts)
-        ax.plot(*_broken(x, w.trace["tau"], restarts), "-", lw=1.0, label=w.name)
-    ax.set_xlabel(_xlabel(n_restarts))
-    ax.set_ylabel("bias strength tau (eV)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=max(1, len(walkers) // 8))
-    ax.set_title("tau per walker (adaptive tau, HAL eq. 12)", fontsize=11)
-    return save(fig, path)
+    return _per_walker(walkers, "tau", "bias strength tau (eV)", "tau per walker (adaptive tau, HAL eq. 12)", path)
 
 
 def plot_volume(walkers, path, held: tuple[float, float] | None):
@@ -117,7 +102,19 @@ def plot_volume(walkers, path, held: tuple[float, float] | None):
     with the 15% margin of pylal.campaign.density dashed): a walker outside has left the held-out states."""
     from pylal.campaign.density import TOLERANCE
 
-    walkers = [w for w in walkers if w.trace is not None and w.n_rows and np.isfinite(w.trace["volume_per_atom"]).any()]
+    def band(ax):
+        if held is not None:
+            ax.axhspan(*held, color="0.85", label="held-out set")
+            for v in (held[0] * (1 - TOLERANCE), held[1] * (1 + TOLERANCE)):
+                ax.axhline(v, color="0.5", ls="--", lw=0.9)
+
+    return _per_walker(walkers, "volume_per_atom", "volume per atom (A$^3$)", "box volume per atom per walker",
+                       path, band)
+
+
+def _per_walker(walkers, column, ylabel, title, path, decorate=None):
+    """One trace column against step, a line per walker (None when no trace has a finite value)."""
+    walkers = [w for w in walkers if w.trace is not None and w.n_rows and np.isfinite(w.trace[column]).any()]
     if not walkers:
         return None
     fig, axes = new_figure(1, 1, size=(8.0, 3.6))
@@ -126,16 +123,14 @@ def plot_volume(walkers, path, held: tuple[float, float] | None):
     for w in walkers:
         x, restarts = timeline(w.trace)
         n_restarts += len(restarts)
-        ax.plot(*_broken(x, w.trace["volume_per_atom"], restarts), "-", lw=1.0, label=w.name)
-    if held is not None:
-        ax.axhspan(*held, color="0.85", label="held-out set")
-        for v in (held[0] * (1 - TOLERANCE), held[1] * (1 + TOLERANCE)):
-            ax.axhline(v, color="0.5", ls="--", lw=0.9)
+        ax.plot(*_broken(x, w.trace[column], restarts), "-", lw=1.0, label=w.name)
+    if decorate is not None:
+        decorate(ax)
     ax.set_xlabel(_xlabel(n_restarts))
-    ax.set_ylabel("volume per atom (A$^3$)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, len(walkers) // 8))
-    ax.set_title("box volume per atom per walker", fontsize=11)
+    ax.set_title(title, fontsize=11)
     return save(fig, path)
 
 
