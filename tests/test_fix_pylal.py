@@ -183,8 +183,8 @@ def test_twenty_hot_swaps_in_one_two_rank_run(tmp_path, spec):
     tmp, swaps = tmp_path, 20
     random_parameters(spec, n_members=8, seed=1).save(tmp / "params.npz")
     write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
-    # no integrator: the atoms stay put, so the padded sizes cannot grow (random parameters pull the
-    # cell together under MD) and a compilation after step 1 could only come from a swap
+    # no integrator: the atoms stay put, so the padded sizes cannot grow (under MD at 600 K the second
+    # shell, 3.68 A, crosses r_cut 3.5 A: 7 compilations) and a compilation after step 1 could only come from a swap
     args = "tau 0 check_every 10 f_tol 100 engine swapping_engine:SwappingEngine"
     extra = "thermo_style custom step pe fnorm f_ml[7]\nthermo_modify format float %22.16g\nthermo 10"
     out = run_lmp(deck(args, run=f"run {10 * swaps}", extra=extra), tmp, ranks=2,
