@@ -90,10 +90,16 @@ def test_a_walker_far_from_the_held_out_densities_is_named(tmp_path):
     old = tmp_path / "old.csv"
     old.write_text("wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged\n1,5,1,0,0,0,0,0,0,0\n")
     assert np.isnan(summarize(read_trace(old), 1).volume_per_atom)
+    header = "wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged,volume_per_atom\n"
     new = tmp_path / "new.csv"
-    new.write_text("wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged,volume_per_atom\n"
-                   "1,5,1,0,0,0,0,0,0,0,20.02\n")
+    new.write_text(header + "1,5,1,0,0,0,0,0,0,0,20.02\n")
     assert summarize(read_trace(new), 1).volume_per_atom == 20.02
+    # the walker's volume is the median of its last 20 check steps: a spike of a few rows is not a state
+    volumes = [17.0] * 30 + [30.0] * 5 + [17.5] * 15
+    new.write_text(header + "".join(f"{i},{5 * i},1,0,0,0,0,0,0,0,{v}\n" for i, v in enumerate(volumes)))
+    assert summarize(read_trace(new), 1).volume_per_atom == 17.5
+    new.write_text(header + "".join(f"{i},{5 * i},1,0,0,0,0,0,0,0,{v}\n" for i, v in enumerate([17.0] * 30 + [30.0] * 11)))
+    assert summarize(read_trace(new), 1).volume_per_atom == 30.0
 
 
 CAMPAIGN = """

@@ -24,7 +24,7 @@ def outside_holdout(walker: str, volume_per_atom: float, held: tuple[float, floa
     lo, hi = held
     if lo * (1 - tolerance) <= volume_per_atom <= hi * (1 + tolerance):
         return None
-    return (f"walker {walker} is at {volume_per_atom:.1f} A^3/atom, outside the held-out set's "
-            f"{lo:.1f}-{hi:.1f} A^3/atom: the held-out error does not measure the states it labels (with a "
+    return (f"walker {walker} is at {volume_per_atom:.1f} A^3/atom (median of its last check steps), outside the "
+            f"held-out set's {lo:.1f}-{hi:.1f} A^3/atom: the held-out error does not measure the states it labels (with a "
             f"barostat the HAL bias acts on the box too; a fixed volume, a smaller tau_rel or held-out data "
             f"at these densities tell the cases apart)")

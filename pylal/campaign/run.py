@@ -8,7 +8,8 @@
    anyway restarts from its last checkpoint with a new seed (campaign.json: walkers[].restarts,
    walkers[].recoveries);
 4. termination (HAL: "stable for 5000 steps"): every walker ran `quiet_steps` on the newest version
-   without a flag, with nothing left to label and no refit running or due; or a cap (labels, minutes) ends it unconverged;
+   without a flag, with nothing left to label and no refit running or due; or a cap (labels, minutes) ends
+   it unconverged;
 5. the final fit after data generation (ARD, HAL sec. 2.2 eq. 28), the data set, held-out errors,
    properties against the reference (pylal.validate) and the report (pylal.report).
 Everything lands in the run folder (docs/campaign.md); nothing is lost when a step fails: the
@@ -273,7 +274,7 @@ class Campaign:
                     self.save_record()
             status = self.server.status()
             counts = status["counts"]
-            busy = counts.get("queued", 0) + counts.get("labeling", 0) or status["stats"].get("refit_pending")
+            busy = (counts.get("queued", 0) + counts.get("labeling", 0)) or status["stats"].get("refit_pending")
             if time.time() - last_print >= every:
                 self.say(self.status_line(summaries, status))
                 last_print = time.time()

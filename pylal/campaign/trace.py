@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import statistics
 from pathlib import Path
 
 
@@ -21,10 +23,11 @@ class TraceSummary:
     n_flags: int = 0
     quiet_steps: int = 0  # steps run on the newest version since this walker's last flag
     waiting: float = 0.0  # seconds held at flags (on_flag wait), from the gaps after flagged rows
-    volume_per_atom: float = float("nan")  # box volume per atom at the last row (A^3)
+    volume_per_atom: float = float("nan")  # box volume per atom (A^3), median of the last VOLUME_ROWS rows
 
 
 FLOAT_COLUMNS = ("wall_time", "tau", "energy", "sigma", "f_max", "softmax", "volume_per_atom")
+VOLUME_ROWS = 20  # a walker's volume is the median of its last 20 check steps: a brief excursion is not a state
 
 
 def read_trace(path) -> list[dict]:
@@ -60,4 +63,9 @@ def summarize(rows: list[dict], newest_version: int) -> TraceSummary:
     waiting = sum(max(0.0, b["wall_time"] - a["wall_time"]) for a, b in zip(rows, rows[1:]) if a["flagged"])
     return TraceSummary(rows=len(rows), step=last["step"], version=last["version"], tau=last["tau"],
                         sigma=last["sigma"], f_max=last["f_max"], n_flags=last["n_flags"], quiet_steps=quiet,
-                        waiting=waiting, volume_per_atom=last.get("volume_per_atom", float("nan")))
+                        waiting=waiting, volume_per_atom=_median_volume(rows[-VOLUME_ROWS:]))
+
+
+def _median_volume(rows: list[dict]) -> float:
+    volumes = [r["volume_per_atom"] for r in rows if math.isfinite(r.get("volume_per_atom", math.nan))]
+    return statistics.median(volumes) if volumes else math.nan
