@@ -128,7 +128,6 @@ def test_full_report(run_dir):
     assert report.parity["force_rmse"] == pytest.approx(f, rel=1e-6)
     assert report.curve["final"]["energy_rmse"] == pytest.approx(e, rel=1e-6, abs=1e-9)
     # the reliability plot's numbers (pylal.fit.holdout) agree with the independent evaluation
-    from pylal.report.data import load_run
     from pylal.report.plot_calibration import calibration_data
 
     cal = calibration_data(load_run(run))

@@ -87,8 +87,6 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
 
 def test_labels_finishing_out_of_row_order_all_enter_the_design(tmp_path):
     """Row 2 is labelled before row 1 (two workers, a slow reference): both enter the next refit's design."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     from pylal.server.config import FitConfig
     from pylal.server.refit import Refitter
     from pylal.server.store import Store
