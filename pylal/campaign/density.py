@@ -1,5 +1,5 @@
 """Walkers far from the held-out states. With a barostat the HAL bias acts on the box too (E_HAL =
-E - tau sigma, HAL eq. 8, enters the virial), and sigma often grows as the box expands, so a walker can
+E - tau sigma, HAL eq. 1, enters the virial), and sigma often grows as the box expands, so a walker can
 drift to densities the held-out set never samples (AlCu ACE campaign, docs/benchmarks.md: liquid at
 27.9 A^3/atom against 18-20 held out). Then the held-out error no longer measures what the labels teach,
 and a rising held-out curve may mean "other states", not "a worse fit". The campaign says so once per walker."""
@@ -24,7 +24,7 @@ def outside_holdout(walker: str, volume_per_atom: float, held: tuple[float, floa
     lo, hi = held
     if lo * (1 - tolerance) <= volume_per_atom <= hi * (1 + tolerance):
         return None
-    return (f"walker {walker} is at {volume_per_atom:.1f} A^3/atom (median of its last check steps), outside the "
-            f"held-out set's {lo:.1f}-{hi:.1f} A^3/atom: the held-out error does not measure the states it labels (with a "
-            f"barostat the HAL bias acts on the box too; a fixed volume, a smaller tau_rel or held-out data "
-            f"at these densities tell the cases apart)")
+    return (f"walker {walker} is at {volume_per_atom:.1f} A^3/atom (median of its last check steps), outside "
+            f"the held-out set's {lo:.1f}-{hi:.1f} A^3/atom: the held-out error does not measure the states it "
+            f"labels (with a barostat the HAL bias acts on the box too; a fixed volume, a smaller tau_rel or "
+            f"held-out data at these densities tell the cases apart)")

@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+from pylal.campaign.density import volume_range
 from pylal.files import atomic_write
 from pylal.report import html
 from pylal.report.data import load_run
@@ -17,7 +18,6 @@ from pylal.report.evaluate import Evaluator, learning_curve, parity_data
 from pylal.report.plot_calibration import calibration_data, plot_reliability
 from pylal.report.plot_learning import plot_learning_curve
 from pylal.report.plot_parity import plot_parity
-from pylal.campaign.density import volume_range
 from pylal.report.plot_time import plot_time_split
 from pylal.report.plot_validation import plot_rdf
 from pylal.report.plot_walkers import plot_tau, plot_uncertainty, plot_volume
