@@ -48,11 +48,15 @@ thermo_modify format float %22.16g
 
 @pytest.fixture
 def system(tmp_path):
-    params = random_parameters(SPEC, n_members=8, seed=1)
-    params.save(tmp_path / "params.npz")
-    atoms = sic_cell()
-    write_data(atoms, tmp_path / "cell.data", ELEMENTS)
-    return tmp_path, params, atoms
+    return tmp_path, write_system(tmp_path, SPEC), sic_cell()
+
+
+def write_system(tmp, spec):
+    """params.npz (random committee of `spec`, K = 8) and cell.data (sic_cell) in tmp; returns the parameters."""
+    params = random_parameters(spec, n_members=8, seed=1)
+    params.save(tmp / "params.npz")
+    write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
+    return params
 
 
 def reference(params, atoms, tau=0.0):
@@ -76,10 +80,7 @@ def test_lmp_matches_ase_calculator(system, ranks):
 @pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.mpi), pytest.param(4, marks=pytest.mark.mpi)])
 def test_lmp_matches_ase_calculator_with_the_ace_basis(tmp_path, ranks):
     """The same for ace-jax's ACE basis (pylal.model.ace)."""
-    params = random_parameters(ACE_SPEC, n_members=8, seed=1)
-    params.save(tmp_path / "params.npz")
-    write_data(sic_cell(), tmp_path / "cell.data", ELEMENTS)
-    check_lmp_matches_ase(tmp_path, params, ranks)
+    check_lmp_matches_ase(tmp_path, write_system(tmp_path, ACE_SPEC), ranks)
 
 
 def check_lmp_matches_ase(tmp, params, ranks):
@@ -181,8 +182,7 @@ def test_twenty_hot_swaps_in_one_two_rank_run(tmp_path, spec):
     without compiling the committee step again (ACE: the kernel readouts of the new committee are new
     arguments, not new code)."""
     tmp, swaps = tmp_path, 20
-    random_parameters(spec, n_members=8, seed=1).save(tmp / "params.npz")
-    write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
+    write_system(tmp, spec)
     # no integrator: the atoms stay put, so the padded sizes cannot grow (under MD at 600 K the second
     # shell, 3.68 A, crosses r_cut 3.5 A: 7 compilations) and a compilation after step 1 could only come from a swap
     args = "tau 0 check_every 10 f_tol 100 engine swapping_engine:SwappingEngine"
@@ -211,8 +211,7 @@ def test_restart_continues_exactly(tmp_path, spec):
     """200 steps == 100 + write_restart / read_restart + 100 (bias on, adaptive tau), to 10 digits:
     not bitwise, since LAMMPS orders atoms differently after read_restart (summation order)."""
     tmp = tmp_path
-    random_parameters(spec, n_members=8, seed=1).save(tmp / "params.npz")
-    write_data(sic_cell(), tmp / "cell.data", ELEMENTS)
+    write_system(tmp, spec)
     args = "tau_rel 0.1 tau_window 50 check_every 10 f_tol 100"
     md = "velocity all create 1000 3 loop geom\nfix nve all nve\nthermo 10"
     run_lmp(deck(args, run="run 200", extra=md), tmp)

@@ -60,6 +60,7 @@ from pylal.hal.guard import Guard, local_figures  # noqa: E402
 from pylal.lammps.checkpoint import Checkpointer  # noqa: E402
 from pylal.lammps import stat as layout  # noqa: E402
 from pylal.lammps.comm import Collectives  # noqa: E402
+from pylal.lammps.flags import lammps_cell  # noqa: E402
 from pylal.lammps.settings import FixArgumentError, parse_fix_args  # noqa: E402
 from pylal.lammps.walker import Walker  # noqa: E402
 from pylal.model.committee import TRACE_COUNTS, CommitteeModel, step_mode  # noqa: E402
@@ -71,9 +72,8 @@ STAT = layout.INDEX
 
 
 def volume_per_atom(box: np.ndarray, natoms: float) -> float:
-    """Box volume per atom (A^3); box: fix pylal's (boxlo[3], boxhi[3], xy, xz, yz, periodic[3]), whose
-    restricted-triclinic volume is lx * ly * lz."""
-    return float(np.prod(box[3:6] - box[0:3]) / natoms) if natoms > 0 else float("nan")
+    """Box volume per atom (A^3) of fix pylal's box array (pylal.lammps.flags.lammps_cell)."""
+    return float(abs(np.linalg.det(lammps_cell(box)[1])) / natoms) if natoms > 0 else float("nan")
 
 
 def _view(buffer, dtype, shape):

@@ -251,12 +251,12 @@ class Server:
 
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
-        # a refit running, or due for labels already in: a version newer than the newest will follow
-        self.stats["refit_pending"] = self._refitting or self.policy.due(self.refitter.new_labels(), 0.0)
+        # refit_pending: a refit running, or due for labels already in (a version newer than the newest follows)
+        pending = self._refitting or self.policy.due(self.refitter.new_labels(), 0.0)
         return dict(address=self.address, pid=os.getpid(), counts=self.store.counts(),
                     versions=self.versions.versions(), current=self.versions.current(),
                     walkers=self.walkers, recent_errors=self.store.recent_errors(5),
-                    stats=self.stats, time=time.time())
+                    stats={**self.stats, "refit_pending": pending}, time=time.time())
 
     # ---- what an in-process owner (pylal campaign) may ask --------------------------------------
     def newest_version(self) -> int | None:
