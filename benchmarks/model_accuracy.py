@@ -132,6 +132,8 @@ def main():
                     help="ACE correlation order and max_degree for a system, e.g. GaN/SW=3,10 (repeatable)")
     ap.add_argument("--only", choices=("power", "ace"), default=None, help="fit one basis only")
     ap.add_argument("--data-cache", default="", metavar="DIR", help="read/write the frames as extxyz here")
+    ap.add_argument("--md-frames", type=int, default=None, metavar="N",
+                    help="reference MD frames per temperature for training and for held-out (default 12, quick 4)")
     args = ap.parse_args()
     for item in args.ace:
         name, settings = item.split("=")
@@ -140,6 +142,7 @@ def main():
     bases = (args.only,) if args.only else ("power", "ace")
     names = args.systems or (["Si/SW"] if args.quick else list(SYSTEMS))
     n_rattled, n_md = (3, 4) if args.quick else (5, 12)
+    n_md = args.md_frames or n_md
     results, ratios = {}, []
     print(f"{'system':<12} {'basis':<6} {'D':>5} {'F rmse eV/A':>12} {'E rmse meV/at':>14} {'rms z':>6} "
           f"{'rows s':>7} {'fit s':>6}", flush=True)

@@ -1,8 +1,5 @@
-"""Walker traces (`fix pylal ... trace FILE`: one CSV row per check step) and the termination rule.
-
-Columns: wall_time,step,version,tau,energy,sigma,f_max,softmax,n_flags,flagged,volume_per_atom
-(volume_per_atom since 2026-12-02: older traces lack it, and read as NaN)
-"""
+"""Walker traces (`fix pylal ... trace FILE`: one CSV row per check step, columns TRACE_COLUMNS) and the
+termination rule. volume_per_atom exists since 2026-12-02: older traces lack it, and read as NaN."""
 from __future__ import annotations
 
 import csv
@@ -26,6 +23,8 @@ class TraceSummary:
     volume_per_atom: float = float("nan")  # box volume per atom (A^3), median of the last VOLUME_ROWS rows
 
 
+TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged",
+                 "volume_per_atom")  # written by pylal.lammps.walker, read here and by pylal.report.data
 FLOAT_COLUMNS = ("wall_time", "tau", "energy", "sigma", "f_max", "softmax", "volume_per_atom")
 VOLUME_ROWS = 20  # a walker's volume is the median of its last 20 check steps: a brief excursion is not a state
 

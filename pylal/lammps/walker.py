@@ -25,6 +25,7 @@ import time
 import numpy as np
 from ase.data import atomic_numbers
 
+from pylal.campaign.trace import TRACE_COLUMNS
 from pylal.files import atomic_write
 from pylal.fit.design import FORCE_WEIGHTS
 from pylal.lammps.flags import build_atoms, lammps_cell, write_flag
@@ -32,8 +33,6 @@ from pylal.lammps.settings import FixArgumentError, FixSettings
 from pylal.model.params import ParameterFileError, Parameters
 from pylal.select.carve import CarveError, OwnedAtoms, carve
 
-TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged",
-                 "volume_per_atom")
 
 
 class Walker:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-TRACE_COLUMNS = ("wall_time", "step", "version", "tau", "energy", "sigma", "f_max", "softmax", "n_flags", "flagged",
-                 "volume_per_atom")
+from pylal.campaign.trace import TRACE_COLUMNS
+
 TIMING_KEYS = ("wall", "md", "label", "fit", "final_fit", "validation")
 FINAL_KEYS = ("params", "n_labels", "n_reference_calls", "holdout_force_rmse", "holdout_energy_rmse")
 VERSION_FILE = re.compile(r"params_v(\d+)\.npz$")  # as pylal.server.refit (not imported: it creates folders)
