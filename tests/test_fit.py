@@ -127,3 +127,40 @@ def test_calibration_stats_leave_out_components_fixed_by_symmetry():
     assert stats["rms_z"] == pytest.approx(1.0) and stats["coverage95"] == 1.0 and stats["n"] == 5
     assert stats["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)))
     assert calibration_stats(err[:3], 0.5 * std[:3])["rms_z"] == pytest.approx(2.0)  # unchanged otherwise
+
+
+
+def test_a_liquid_label_after_crystal_labels_compiles_nothing_new(monkeypatch):
+    """Design rows pad their sizes 1.75x (pylal.fit.design.DESIGN_HEADROOM), not MD's 1.25x: in `make demo` a 2500 K
+    liquid flagged after the rattled crystals crowded 14 neighbours on one atom against 10-12, and its design rows
+    compiled the D-member step again (a 38 s refit with the ACE basis while the walker waited)."""
+    from pylal.fit.design import DesignSet
+    from pylal.model import committee
+    from pylal.model.member_gradients import neighbor_slots
+    from pylal.model.neighbors import ase_pairs
+    from pylal.reference import make_calculator
+    from pylal.sampling import diamond_si, oracle_md
+
+    for table in ("_ATOM_CAPACITY", "_PAIR_CAPACITY", "_SLOT_CAPACITY"):  # sizes as in a fresh server
+        monkeypatch.setattr(committee, table, {})
+    sw = make_calculator("lammps")
+    crystals = []
+    for seed in range(2):
+        a = diamond_si(2)
+        a.rattle(0.03, seed=seed)
+        crystals += labelled_by(sw, [a])
+    liquid = oracle_md(diamond_si(2), sw, 3000, 1, equilibrate=1500, seed=0)[0]
+    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=3, l_max=2)  # a spec of its own: its own compiled step
+
+    def crowding(atoms):
+        pairs = ase_pairs(atoms, spec.r_cut, spec.species)
+        return neighbor_slots(pairs.centers, pairs.n_centers)[1]
+
+    # the case: MD's rule, sized on the crystals, has no room for the liquid's most crowded atom (14 vs 9-10)
+    md_slots = committee._capacity({}, (0, committee.HEADROOM), max(crowding(a) for a in crystals), minimum=8)
+    assert crowding(liquid) > md_slots
+    design = DesignSet(spec, Weights())
+    before = committee.TRACE_COUNTS["committee_step"]
+    for atoms in crystals + [liquid]:
+        design.add(atoms)
+    assert committee.TRACE_COUNTS["committee_step"] - before == 1

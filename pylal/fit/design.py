@@ -55,9 +55,19 @@ def _identity_parameters(spec: BasisSpec) -> Parameters:
     return Parameters(spec, np.zeros(d), np.eye(d), noise_precision=1.0)
 
 
+# Design rows are computed once per label, off the MD path, so padding costs little there (64 Si atoms, ACE D 180:
+# 0.06 -> 0.08 s per configuration at 1.75x), while each new padded size compiles the D-member step again (about
+# 20 s for that basis). Labels differ more in size than MD steps do: in `make demo` the 2500 K liquid's flag had 14
+# neighbours on its most crowded atom against 10-12 in the rattled crystals, beyond 1.25x: a 38 s refit while the
+# walker waited. 1.75x covers the crystal -> liquid step of covalent solids (coordination 4 -> 6-7 within r_cut)
+# and costs 1.75x the memory of the member step (large carved cells with a large ACE basis: hundreds of MB).
+DESIGN_HEADROOM = 1.75
+
+
 @functools.lru_cache(maxsize=8)
 def _basis_model(spec: BasisSpec) -> CommitteeModel:
-    return CommitteeModel(_identity_parameters(spec), ace_kernel=False)  # exact features, no radial table
+    # exact features (no radial table)
+    return CommitteeModel(_identity_parameters(spec), ace_kernel=False, headroom=DESIGN_HEADROOM)
 
 
 def configuration_blocks(spec: BasisSpec, atoms):

@@ -33,11 +33,12 @@ from pylal.model.zbl import species_charges, switch_radii, zbl_pair_energy
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # compilations per jitted function
 _COMPILED: dict = {}  # shared by all models: a new calculator with the same basis does not recompile
-# padded sizes per padded centre count, grown only and with 25% headroom, so that counts fluctuating in MD
-# (ghost atoms and pairs as an NPT box breathes, neighbours per centre) keep the compiled shapes
+# padded sizes per (padded centre count, headroom), grown only, so that counts fluctuating in MD (ghost atoms
+# and pairs as an NPT box breathes, neighbours per centre) keep the compiled shapes
 _ATOM_CAPACITY: dict = {}  # atoms (centres + ghosts)
 _PAIR_CAPACITY: dict = {}  # pairs
 _SLOT_CAPACITY: dict = {}  # neighbour slots per centre (member forces, kernel)
+HEADROOM = 1.25  # MD steps: a size grows to 1.25x what it needs (a step's cost follows its padded size)
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -52,10 +53,10 @@ def step_mode(members: bool, bias: bool) -> str:
     return "members" if members else ("hal" if bias else "mean")
 
 
-def _capacity(table: dict, key: int, n: int, minimum: int = 16) -> int:
-    """table[key], grown to bucket(1.25 n) when n exceeds it; never shrinks."""
+def _capacity(table: dict, key: tuple, n: int, minimum: int = 16) -> int:
+    """table[key], key = (padded centres, headroom), grown to bucket(headroom n) when n exceeds it; never shrinks."""
     if n > table.get(key, 0):
-        table[key] = bucket(int(1.25 * n), minimum)
+        table[key] = bucket(int(key[1] * n), minimum)
     return table[key]
 
 
@@ -201,8 +202,9 @@ class CommitteeModel:
     (exact features: the fit's design rows), as does a machine without a C++ compiler (with a warning).
     """
 
-    def __init__(self, params: Parameters, reduce_sum=None, ace_kernel: bool = True):
+    def __init__(self, params: Parameters, reduce_sum=None, ace_kernel: bool = True, headroom: float = HEADROOM):
         self._reduce = reduce_sum
+        self._headroom = float(headroom)  # padded sizes grow to headroom x the needed size
         self._use_kernel = ace_kernel
         self._kernel, self._kernel_spec = None, None
         self.set_parameters(params)
@@ -245,8 +247,9 @@ class CommitteeModel:
             raise ValueError("step: bias=False needs tau == 0 and members=False")
         mode = step_mode(members, bias)
         n_c = bucket(pairs.n_centers)
-        n_a = _capacity(_ATOM_CAPACITY, n_c, pairs.n_atoms)  # >= n_c: n_atoms >= n_centers
-        n_p = _capacity(_PAIR_CAPACITY, n_c, pairs.n_pairs)
+        key = (n_c, self._headroom)
+        n_a = _capacity(_ATOM_CAPACITY, key, pairs.n_atoms)  # >= n_c: n_atoms >= n_centers
+        n_p = _capacity(_PAIR_CAPACITY, key, pairs.n_pairs)
         P = pairs.n_pairs
         vectors = np.zeros((n_p, 3))
         vectors[:, 0] = 2.0 * self.spec.r_cut  # padded pairs lie beyond the cutoff: zero features
@@ -266,7 +269,7 @@ class CommitteeModel:
         slots, n_slots = np.zeros(n_p, np.int32), 0
         if members or self._kernel is not None:  # neighbour slots per centre, padded to a bucket (no recompiles)
             slots[:P], most = neighbor_slots(pairs.centers, pairs.n_centers)
-            n_slots = _capacity(_SLOT_CAPACITY, n_c, most, minimum=8)
+            n_slots = _capacity(_SLOT_CAPACITY, key, most, minimum=8)
         out = self._compiled(mode, n_a, n_slots)(
             vectors, centers, neighbors, species, center_mask, energy_mask, pair_mask, slots,
             self._mean, self._committee, self._noise, self._basis_arrays)
