@@ -241,3 +241,32 @@ def test_holdout_file_is_used_as_it_is(tmp_path):
     cfg = CampaignConfig.load(write_toml(tmp_path / "c.toml", '[holdout]\nfile = "bare.xyz"\n'), run_dir=tmp_path / "run2")
     with pytest.raises(ValueError, match=r"bare.xyz: configuration\(s\) \[0\] carry no reference forces"):
         Campaign(cfg, log=lambda *a, **k: None).holdout()
+
+
+def test_validation_runs_the_mean_potential_without_f_i_checks(monkeypatch, tmp_path):
+    """The campaign validates the final potential unbiased and without f_i checks: handed a PylalCalculator with
+    its defaults, the validation computed the K member forces at every MD step (`make demo`: 66 s instead of
+    about 20)."""
+    from types import SimpleNamespace
+
+    import pylal.validate as validate
+    from pylal.campaign.run import Campaign
+    from pylal.model.basis import BasisSpec
+    from pylal.validate.table import _as_calculator
+    from tests.conftest import random_parameters
+
+    seen = {}
+
+    def property_table(calculator, reference, **settings):
+        seen["model"] = _as_calculator(calculator)  # what compute_properties runs
+        return {}
+
+    monkeypatch.setattr(validate, "property_table", property_table)
+    monkeypatch.setattr(validate, "write_validation", lambda table, path: None)
+    campaign = Campaign.__new__(Campaign)  # only what validate() reads
+    campaign.cfg = SimpleNamespace(validate=SimpleNamespace(enabled=True, quick=True, properties=["crystal"]))
+    campaign.say, campaign.run, campaign.record = (lambda message: None), tmp_path, {"timings": {}}
+    campaign.reference_calculator = lambda: None
+    campaign.validate(random_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=3, l_max=2)))
+    rule = seen["model"].controller.rule
+    assert rule.check_every == 0 and rule.tau == 0.0 and rule.tau_rel is None
