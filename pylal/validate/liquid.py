@@ -6,7 +6,10 @@ for ``melt_steps``, equilibrates at ``t_liquid`` for ``equilibrate_steps`` and t
 every ``stride`` steps over ``sample_steps`` (Langevin, ASE; seeded, so the same calculator gives the
 same trajectory). Every ``stride`` steps the configuration is checked (finite positions, no two atoms
 closer than ``min_distance``, temperature below ``max_temperature_factor`` x the target) and an
-UnstableError names the step and the reason.
+UnstableError names the step and the reason. A LAMMPS reference (pylal.reference LammpsCalculator) runs
+the same protocol inside LAMMPS instead (NVE + CSVR thermostat, the same canonical ensemble and friction,
+its own random stream; `canonical_snapshots`): through ASE every step is a LAMMPS `run 0`, whose setup cost
+20 ms per step in a campaign process whose heap JAX has fragmented (a 30-40 s reference liquid).
 
 g(r) (``radial_distribution``) is a numpy histogram of all minimum-image pair distances: the minimum
 image is exact for r below half the smallest cell height (5.43 A for the 64-atom cell), so r_max must
@@ -137,10 +140,8 @@ def _run_checked(dyn, atoms, steps: int, stride: int, settings: LiquidSettings, 
             frames.append(atoms.positions.copy())
 
 
-def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
-    """Melt, equilibrate and sample; returns r, g, first peak/minimum, coordination, density."""
-    s = settings
-    atoms = diamond_cell(s.a, s.symbol).repeat(s.repeat)
+def _ase_trajectory(calc, atoms, s: LiquidSettings) -> list:
+    """Frames (positions) of the melt/equilibrate/sample protocol, Langevin MD in ASE, checked every stride."""
     atoms.calc = calc
     rng = np.random.default_rng(s.seed)
     thermalize_momenta(atoms, s.t_melt, rng=rng)
@@ -151,6 +152,29 @@ def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
     _run_checked(dyn, atoms, s.equilibrate_steps, s.stride, s, s.t_liquid, "equilibration")
     frames = []
     _run_checked(dyn, atoms, s.sample_steps, s.stride, s, s.t_liquid, "sampling", frames)
+    return frames
+
+
+def _lammps_trajectory(calc, atoms, s: LiquidSettings) -> list:
+    """The same protocol inside LAMMPS (module docstring); the sampled frames are checked."""
+    run = dict(timestep_fs=s.timestep_fs, friction=s.friction)
+    melted = calc.canonical_snapshots(atoms, s.t_melt, 1, s.melt_steps, 0, seed=s.seed, **run)[-1]
+    snapshots = calc.canonical_snapshots(melted, s.t_liquid, s.sample_steps // s.stride, s.stride,
+                                         s.equilibrate_steps, seed=s.seed + 1, **run)
+    for i, snap in enumerate(snapshots):
+        check_configuration(snap, s.min_distance, f" (sampling, step {(i + 1) * s.stride})")
+        check_finite(f"energy (sampling, step {(i + 1) * s.stride})", snap.get_potential_energy())
+    return [snap.positions for snap in snapshots]
+
+
+def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
+    """Melt, equilibrate and sample; returns r, g, first peak/minimum, coordination, density."""
+    from pylal.reference.calculators import LammpsCalculator
+
+    s = settings
+    atoms = diamond_cell(s.a, s.symbol).repeat(s.repeat)
+    trajectory = _lammps_trajectory if isinstance(calc, LammpsCalculator) else _ase_trajectory
+    frames = trajectory(calc, atoms, s)
     r, g = radial_distribution(frames, atoms.cell.array, s.r_max, s.n_bins)
     rho = len(atoms) / atoms.get_volume()
     peak, minimum = first_peak_and_minimum(r, g)
