@@ -1,4 +1,4 @@
-"""Liquid structure of any ASE calculator: g(r) from Langevin MD of a small periodic cell.
+"""Liquid structure of any ASE calculator: g(r) from NVT MD of a small periodic cell.
 
 ``liquid_rdf`` starts from the diamond supercell (``repeat``^3 cubic cells, 64 atoms by default, at
 the fixed lattice constant ``a``, i.e. the same volume for every calculator), melts it at ``t_melt``

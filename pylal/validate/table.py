@@ -195,7 +195,8 @@ def render_markdown(table: dict) -> str:
         lines.append("")
         lines.append(f"Liquid: {8 * s['repeat'] ** 3} atoms at a = {s['a']} A (NVT), melted at {s['t_melt']:g} K "
                      f"for {s['melt_steps']} steps, g(r) at {s['t_liquid']:g} K over {s['sample_steps']} steps "
-                     f"after {s['equilibrate_steps']} ({s['timestep_fs']:g} fs, Langevin, seed {s['seed']}).")
+                     f"after {s['equilibrate_steps']} ({s['timestep_fs']:g} fs, seed {s['seed']}; Langevin in ASE, a "
+                     f"LAMMPS reference NVE + CSVR inside LAMMPS).")
     return "\n".join(lines) + "\n"
 
 
