@@ -129,7 +129,6 @@ def test_calibration_stats_leave_out_components_fixed_by_symmetry():
     assert calibration_stats(err[:3], 0.5 * std[:3])["rms_z"] == pytest.approx(2.0)  # unchanged otherwise
 
 
-
 def test_a_liquid_label_after_crystal_labels_compiles_nothing_new(monkeypatch):
     """Design rows pad their sizes 1.75x (pylal.fit.design.DESIGN_HEADROOM), not MD's 1.25x: in `make demo` a 2500 K
     liquid flagged after the rattled crystals crowded 14 neighbours on one atom against 10-12, and its design rows

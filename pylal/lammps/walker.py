@@ -34,7 +34,6 @@ from pylal.model.params import ParameterFileError, Parameters
 from pylal.select.carve import CarveError, OwnedAtoms, carve
 
 
-
 class Walker:
     def __init__(self, settings: FixSettings, comm, version: int, r_cut: float):
         self.settings = settings

@@ -5,9 +5,9 @@ Every property is computed by the same function for the model and for the refere
 - crystal (``crystal.py``, cubic 8-atom diamond cell): lattice constant a0 (A) and bulk modulus B
   (GPa) from a Birch-Murnaghan fit of E(V); elastic constants C11, C12, C44 (relaxed internal
   coordinates) and C44_unrelaxed (GPa) from central differences of the stress;
-- liquid (``liquid.py``, 64 atoms, NVT: Langevin in ASE, a LAMMPS reference inside LAMMPS): g(r) up to 5 A after melting at 4000 K and
-  sampling at 2500 K; its first peak, the coordination number within 3.1 A (or up to the
-  reference's first minimum) and the RMS difference of the two g(r) curves.
+- liquid (``liquid.py``, 64 atoms, NVT: Langevin in ASE, a LAMMPS reference inside LAMMPS): g(r) up
+  to 5 A after melting at 4000 K and sampling at 2500 K; its first peak, the coordination number
+  within 3.1 A (or up to the reference's first minimum) and the RMS difference of the two g(r) curves.
 
 ``property_table(calculator, reference, quick=False, properties=("crystal", "liquid"))`` returns a
 JSON-serialisable dict (this shape is stable; ``pylal campaign`` and ``pylal report`` rely on it)::
