@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylal.campaign.density import TOLERANCE
 from pylal.report._figure import log_helps, new_figure, save, set_log
 from pylal.report.data import finite
 
@@ -100,7 +101,6 @@ def plot_tau(walkers, path):
 def plot_volume(walkers, path, held: tuple[float, float] | None):
     """Box volume per atom against step, one line per walker, over the held-out set's range (grey band,
     with the 15% margin of pylal.campaign.density dashed): a walker outside has left the held-out states."""
-    from pylal.campaign.density import TOLERANCE
 
     def band(ax):
         if held is not None:

@@ -32,6 +32,7 @@ from ase import units
 from ase.geometry import get_distances
 from ase.md.langevin import Langevin
 
+from pylal.reference.calculators import LammpsCalculator
 from pylal.validate.crystal import diamond_cell
 from pylal.validate.stability import UnstableError, check_configuration, check_finite
 
@@ -169,8 +170,6 @@ def _lammps_trajectory(calc, atoms, s: LiquidSettings) -> list:
 
 def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
     """Melt, equilibrate and sample; returns r, g, first peak/minimum, coordination, density."""
-    from pylal.reference.calculators import LammpsCalculator
-
     s = settings
     atoms = diamond_cell(s.a, s.symbol).repeat(s.repeat)
     trajectory = _lammps_trajectory if isinstance(calc, LammpsCalculator) else _ase_trajectory
