@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import sphericart.jax as sphericart_jax
 
-from pylal.model.basis import BasisSpec, radial_basis
+from pylal.model.basis import BasisSpec, density_channels, radial_basis
 
 
 def _triu(c: int):
@@ -25,9 +25,8 @@ def features_and_pair_jacobian(spec: BasisSpec, vectors, centers, neighbor_speci
     rhat = vectors / r[:, None]
     radial, d_radial = jax.jvp(lambda x: radial_basis(spec, x), (r,), (jnp.ones_like(r),))
     ylm, d_ylm = sphericart_jax.dsph.dsph(vectors, spec.l_max, True)  # (P, LM), (P, 3, LM)
-    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)
-    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)  # (P, C)
-    d_channel = (onehot[:, :, None] * d_radial[:, None, :]).reshape(-1, c)
+    channel = density_channels(spec, radial, neighbor_species)  # (P, C)
+    d_channel = density_channels(spec, d_radial, neighbor_species)
     density = jax.ops.segment_sum(channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers)
     # dA_p[c, lm, a]: derivative of pair p's contribution to its centre's density
     d_density = (d_channel[:, :, None, None] * ylm[:, None, :, None] * rhat[:, None, None, :]

@@ -2,9 +2,19 @@
 
 For centre atom i and neighbour j at displacement r_ij (|r_ij| < r_cut):
 
-    A_i[z, n, lm] = sum_{j: species z} R_n(|r_ij|) Y_lm(r_ij / |r_ij|)      (atomic density)
-    pair (2-body):  A_i[z, n, 00]
-    3-body:         p_i[(z1 n1), (z2 n2), l] = sum_m A_i[z1 n1 lm] A_i[z2 n2 lm]
+    A_i[a, n, lm] = sum_j W[z_j, a] R_n(|r_ij|) Y_lm(r_ij / |r_ij|)          (atomic density)
+    pair (2-body):  A_i[a, n, 00]
+    3-body:         p_i[(a1 n1), (a2 n2), l] = sum_m A_i[a1 n1 lm] A_i[a2 n2 lm]
+
+Chemical channels a: with `chem_channels = 0` (or >= the number of species S) W is the one-hot of the
+neighbour's species (one density per species: the 3-body block grows like S^2 per centre species, the
+basis like S^3). With 0 < chem_channels = k < S the densities are compressed to k fixed linear
+combinations of the species densities ("alchemical compression": Willatt, Musil & Ceriotti, PCCP 20,
+29661 (2018); Lopanitsyna, Fraux, Langer & Ceriotti, Phys. Rev. Mater. 7, 045802 (2023) learn W,
+tensor-reduced ACE (Darby et al., npj Comput. Mater. 9, 39 (2023)) uses the same idea), so the basis
+grows linearly with S. W here is fixed, not learned (the model stays linear): the first k rows of the
+orthonormal DCT-II over the species ordered by atomic number: a = 0 the total density, a = 1 a
+contrast light-vs-heavy, a = 2 light+heavy vs middle, ... (`chemical_embedding`).
 
 The power spectrum p is invariant to rotations (sum over m of a real-SH product), to
 permutations of like neighbours (sums), and to translations (only r_ij enter).
@@ -38,6 +48,8 @@ class BasisSpec:
     r_min: float = 1.5
     n_max: int = 8
     l_max: int = 4
+    # compressed chemical channels of the neighbour density (0: one per species, see the module docstring)
+    chem_channels: int = 0
     # Short-range repulsive prior: ZBL, switched off smoothly between r_on and r_off (Angstrom), or
     # "covalent" (a window per species pair); None disables it. See pylal.model.zbl.switch_radii.
     prior: tuple[float, float] | str | None = "covalent"
@@ -49,6 +61,8 @@ class BasisSpec:
             raise ValueError(f"BasisSpec: r_cut={self.r_cut} must exceed r_min={self.r_min}")
         if self.n_max < 1 or self.l_max < 0:
             raise ValueError("BasisSpec: need n_max >= 1 and l_max >= 0")
+        if self.chem_channels < 0:
+            raise ValueError(f"BasisSpec: chem_channels={self.chem_channels} must be >= 0 (0: one per species)")
         if self.prior is not None:
             switch_radii(self.species, self.prior)  # a clear error for a bad prior
 
@@ -57,8 +71,14 @@ class BasisSpec:
         return len(self.species)
 
     @property
+    def n_chemical(self) -> int:
+        """Chemical channels of the density: chem_channels, or one per species."""
+        k = self.chem_channels
+        return self.n_species if k == 0 or k >= self.n_species else k
+
+    @property
     def n_channels(self) -> int:
-        return self.n_species * self.n_max
+        return self.n_chemical * self.n_max
 
     @property
     def n_per_species(self) -> int:
@@ -152,6 +172,28 @@ def radial_basis(spec: BasisSpec, r):
     return jnp.stack(t[: spec.n_max], axis=-1) * (u**3)[:, None]
 
 
+def chemical_embedding(spec: BasisSpec) -> np.ndarray:
+    """W (S, n_chemical): row z holds species z's weight in each chemical channel of the density.
+    One-hot without compression; else the first rows of the orthonormal DCT-II over the species
+    ordered by atomic number (W = I when n_chemical = S would span the same features)."""
+    s, k = spec.n_species, spec.n_chemical
+    if k == s:
+        return np.eye(s)
+    from ase.data import atomic_numbers
+
+    rank = np.argsort(np.argsort([atomic_numbers[e] for e in spec.species]))
+    a = np.arange(k)
+    w = np.cos(np.pi * a[None, :] * (rank[:, None] + 0.5) / s) * np.sqrt(2.0 / s)
+    w[:, 0] = np.sqrt(1.0 / s)
+    return w
+
+
+def density_channels(spec: BasisSpec, radial, neighbor_species):
+    """R_c (P, C) of every pair: the radial functions times the neighbour's chemical weights."""
+    weights = jnp.asarray(chemical_embedding(spec), dtype=radial.dtype)[neighbor_species]  # (P, K)
+    return (weights[:, :, None] * radial[:, None, :]).reshape(radial.shape[0], spec.n_channels)
+
+
 def _triu(c: int):
     return np.triu_indices(c)
 
@@ -166,8 +208,7 @@ def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_cente
     r = jnp.linalg.norm(vectors, axis=-1)
     radial = radial_basis(spec, r)  # (P, N)
     ylm = sphericart_jax.spherical_harmonics(vectors, spec.l_max)  # (P, LM)
-    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)  # (P, S)
-    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)  # (P, S*N)
+    channel = density_channels(spec, radial, neighbor_species)  # (P, K*N)
     density = jax.ops.segment_sum(
         channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers
     )  # (n_centers, C, LM)
@@ -190,7 +231,7 @@ def basis_degrees(spec: BasisSpec) -> np.ndarray:
     """Polynomial degree of every coefficient (D,), in the order of `power_spectrum` per centre
     species: constant 0, pair channel (z, n) n + 1, 3-body (c1, c2, l) n1 + n2 + 2 + l (n: Chebyshev
     order). The fit's smoothness prior (pylal.fit.bayes) grows with it."""
-    n = np.tile(np.arange(spec.n_max), spec.n_species)  # radial order of each channel
+    n = np.tile(np.arange(spec.n_max), spec.n_chemical)  # radial order of each channel
     iu, ju = _triu(spec.n_channels)
     blocks = [np.zeros(1), n + 1.0]
     blocks += [n[iu] + n[ju] + 2.0 + l for l in range(spec.l_max + 1)]

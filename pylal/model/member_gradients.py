@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import sphericart.jax as sphericart_jax
 
-from pylal.model.basis import BasisSpec, radial_basis
+from pylal.model.basis import BasisSpec, density_channels, radial_basis
 
 
 def neighbor_slots(centers: np.ndarray, n_centers: int) -> tuple[np.ndarray, int]:
@@ -65,9 +65,8 @@ def pair_expansion(spec: BasisSpec, vectors, centers, neighbor_species, n_center
     r = jnp.linalg.norm(vectors, axis=-1)
     radial, d_radial = jax.jvp(lambda x: radial_basis(spec, x), (r,), (jnp.ones_like(r),))
     ylm, d_ylm = sphericart_jax.dsph.dsph(vectors, spec.l_max, True)  # (P, LM), (P, 3, LM)
-    onehot = jax.nn.one_hot(neighbor_species, spec.n_species, dtype=vectors.dtype)
-    channel = (onehot[:, :, None] * radial[:, None, :]).reshape(-1, c)
-    d_channel = (onehot[:, :, None] * d_radial[:, None, :]).reshape(-1, c)
+    channel = density_channels(spec, radial, neighbor_species)
+    d_channel = density_channels(spec, d_radial, neighbor_species)
     density = jax.ops.segment_sum(channel[:, :, None] * ylm[:, None, :], centers, num_segments=n_centers)
     return PairExpansion(vectors / r[:, None], channel, d_channel, ylm, d_ylm, density)
 
