@@ -26,9 +26,31 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+WAIT = 900.0  # seconds: longest wait for the server's first version (a 200-configuration fit takes ~1 min)
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def server_log(run: Path) -> list:
+    try:
+        return [json.loads(line) for line in (run / "server.log.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def server_failure(run: Path, waited_for: str, since: float = 0.0) -> str:
+    """What we waited for, and the server's last rejection (after `since`) or last log record."""
+    log = server_log(run)
+    rejected = [e for e in log if e["event"] == "refit_rejected" and e["time"] >= since]
+    tail = (run / "serve.out").read_text()[-1500:] if (run / "serve.out").exists() else ""
+    if rejected:
+        e = rejected[-1]
+        what = (f"the server rejected the refit: {'; '.join(e['problems'])}; worst configurations: "
+                f"{e.get('worst')}; {e.get('advice', '')}")
+    else:
+        what = f"the server's last log record: {json.dumps(log[-1]) if log else '(none)'}"
+    return f"refit_latency: FAILED waiting for {waited_for}: {what}\nserver console (tail):\n{tail}"
 
 
 def main():
@@ -38,6 +60,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--basis", choices=["small", "demo"], default=None)
     ap.add_argument("--keep", help="run folder to keep (default: a temporary folder, removed)")
+    ap.add_argument("--timeout", type=float, default=WAIT, help=f"seconds to wait for version 1 ({WAIT:g})")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     basis = args.basis or ("small" if args.quick else "demo")
@@ -85,10 +108,17 @@ every_labels = 1
         while not (run / "current.json").exists():
             if proc.poll() is not None:
                 raise SystemExit(f"server exited: {(run / 'serve.out').read_text()[-2000:]}")
+            if any(e["event"] == "refit_rejected" for e in server_log(run)):
+                raise SystemExit(server_failure(run, "version 1"))
+            if time.perf_counter() - t0 > args.timeout:
+                raise SystemExit(server_failure(run, f"version 1 (timeout {args.timeout:g} s)"))
             time.sleep(0.1)
         address = json.loads((run / "server.json").read_text())["address"]
-        version = json.loads((run / "current.json").read_text())["version"]
-        print(f"server up, version {version} fitted on {args.configs} configurations "
+        pointer = json.loads((run / "current.json").read_text())
+        version = pointer["version"]
+        filtered = sum(1 for e in server_log(run) if e["event"] == "filtered")
+        print(f"server up, version {version} fitted on {pointer.get('n_configs')} of {args.configs} configurations "
+              f"({filtered} filtered by the label check, see server.log.jsonl) "
               f"({time.perf_counter() - t0:.1f} s, basis n_max {n_max} l_max {l_max})", flush=True)
         client = Client(address, token=key, walker="bench", spool_dir=run / "spool", version=version)
         end = time.time() + 30
@@ -97,14 +127,21 @@ every_labels = 1
         latencies = []
         for k in range(repeats):
             atoms = diamond_si(2, rattle=0.12, seed=10_000 + k)
-            start = time.perf_counter()
+            start, sent = time.perf_counter(), time.time()
+            checked = start
             client.send_flag(atoms, {"step": k, "f_max": 0.5})
             while True:
                 params = client.poll()
                 if params is not None:
                     break
                 if time.perf_counter() - start > 120:
-                    raise SystemExit("no new version within 120 s")
+                    raise SystemExit(server_failure(run, f"the version after flag {k} (timeout 120 s)", sent))
+                if proc.poll() is not None:
+                    raise SystemExit(server_failure(run, f"the version after flag {k} (server exited)", sent))
+                if time.perf_counter() - checked > 1.0:  # a rejected refit: no version follows this flag
+                    checked = time.perf_counter()
+                    if any(e["event"] == "refit_rejected" and e["time"] >= sent for e in server_log(run)):
+                        raise SystemExit(server_failure(run, f"the version after flag {k}", sent))
                 time.sleep(0.001)
             total = time.perf_counter() - start
             label_time = Store(run / "store.db").rows("labeled", order="-id", limit=1)[0].label_time

@@ -41,12 +41,23 @@ def _demo(args):
 def _fit(args):
     from ase.io import read
 
-    from pylal.fit.checks import fit_problems
-    from pylal.fit.committee import fit_parameters
-    from pylal.fit.design import Weights
+    from pylal.fit.checks import (FitLimits, advice, describe_worst, fit_problems, label_problem, prior_force_rmse,
+                                   worst_configurations)
+    from pylal.fit.committee import FitSettings, fit_design
+    from pylal.fit.design import DesignSet, Weights
     from pylal.model.basis import BasisSpec
 
-    data = read(args.data, index=":")
+    data, names = [], []
+    for k, atoms in enumerate(read(args.data, index=":")):  # the server's label filter (docs/server.md)
+        problem = label_problem(atoms, args.max_label_force, args.min_contact)
+        if problem:
+            print(f"pylal fit: {args.data}:{k} filtered, not fitted: {problem}", file=sys.stderr)
+            continue
+        data.append(atoms)
+        names.append(f"{args.data}:{k}")
+    if not data:
+        print(f"pylal fit: no configuration of {args.data} passed the label filter", file=sys.stderr)
+        return 2
     species = tuple(args.species or sorted({s for a in data for s in a.get_chemical_symbols()}))
     if args.basis == "ace":
         from pylal.model.ace import AceSpec
@@ -59,7 +70,10 @@ def _fit(args):
         from pylal.prior.spec import LammpsPrior
 
         prior = LammpsPrior.load(args.lammps_prior)
-    params = fit_parameters(spec, data, Weights(*args.weights), args.method, args.members, args.seed, prior=prior)
+    design = DesignSet(spec, Weights(*args.weights), prior)
+    for atoms in data:
+        design.add(atoms)
+    params = fit_design(design, FitSettings(method=args.method, n_members=args.members), seed=args.seed)
     digest = params.save(args.output)
     print(f"fitted {len(data)} configurations, basis size {spec.size}, K={params.n_members}: "
           f"{args.output} (sha256 {digest[:12]})")
@@ -68,8 +82,14 @@ def _fit(args):
         print(f"5-fold cross-validation: force RMSE {cal['forces']['rmse']:.4g} eV/A, energy RMSE "
               f"{1000 * cal['energy'].get('rmse', float('nan')):.3g} meV/atom; committee spread scaled by "
               f"{cal['scale']:.2f} to match them (calibrate = {cal['method']})")
-    for problem in fit_problems(params):
-        print(f"WARNING: {problem}")
+    limits = FitLimits()
+    problems = fit_problems(params, limits, prior_force_rmse(design))
+    for problem in problems:
+        print(f"WARNING: {problem}", file=sys.stderr)
+    if problems:
+        worst = worst_configurations(design, params, names)
+        print(f"WARNING: worst configurations: {describe_worst(worst)}", file=sys.stderr)
+        print(f"WARNING: to change it: {advice(problems, worst, limits, args.max_label_force)}", file=sys.stderr)
     return 0
 
 
@@ -158,6 +178,10 @@ def main(argv=None):
     f.add_argument("--weights", type=float, nargs=3, default=(5.0, 1.0, 1.0), metavar=("W_E", "W_F", "W_V"))
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--lammps-prior", help="prior JSON (pylal prior fit-morse): fit the residual to it")
+    f.add_argument("--max-label-force", type=float, default=50.0,
+                   help="leave out labels with larger forces, eV/A (50; 0: keep all)")
+    f.add_argument("--min-contact", type=float, default=0.5,
+                   help="leave out labels with a pair closer than this x their covalent radii sum (0.5; 0: off)")
     f.set_defaults(func=_fit)
     i = sub.add_parser("info", help="print a parameter file's header")
     i.add_argument("params")

@@ -128,7 +128,8 @@ def test_absurd_fit_is_held_back(tmp_path, si_cell):
             return []
 
     versions = VersionStore(tmp_path)
-    refitter = Refitter(SPEC, FitConfig(species=["Si"], n_members=4), NoStore(), versions, bad)
+    # max_label_force 0: the label filter would keep forces this large out (tests below); here they reach the fit
+    refitter = Refitter(SPEC, FitConfig(species=["Si"], n_members=4, max_label_force=0.0), NoStore(), versions, bad)
     out = refitter.refit()
     assert "rejected" in out and versions.latest() is None and versions.current() is None
     assert any("energy RMSE" in p for p in out["rejected"]) and any("force RMSE" in p for p in out["rejected"])
@@ -248,3 +249,145 @@ def test_progress_reaches_the_ard_of_every_cross_validation_fold(sw, monkeypatch
     folds = {design.fold_of(i) for i in range(len(design))}
     assert ard_runs[0] is None and sorted(ard_runs[1:]) == sorted(folds)  # the full fit, then every fold
     assert len(clock) == len(ard_runs) and clock == sorted(clock) and clock[-1] > 0  # one clock, not per run
+
+
+class _NoStore:
+    def labeled_ids(self):
+        return []
+
+    def labeled_atoms(self, ids=None):
+        return []
+
+
+def _blown_up(cell, sw, d=0.76):
+    """`cell` with atom 1 moved to `d` A from atom 0, labelled by SW (forces of 1e2-1e3 eV/A)."""
+    a = cell.copy()
+    a.positions[1] = a.positions[0] + [d, 0.0, 0.0]
+    return labelled([a], sw)[0]
+
+
+def test_an_outlier_label_among_initial_data_is_filtered_and_the_fit_is_unaffected(tmp_path, sw):
+    """One blown-up label (a 0.76 A contact, forces ~1e3 eV/A: seed 176 of refit_latency's cells) among
+    initial data is kept out of the design with its reason and reported; the fit equals the fit without
+    it. A contact alone (small forces) is also filtered, by min_contact."""
+    from pylal.fit.checks import label_problem
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.versions import VersionStore
+
+    good = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(4)], sw)
+    bad = _blown_up(good[0], sw)
+    close = bad.copy()
+    close.calc = SinglePointCalculator(close, energy=-30.0, forces=np.zeros((len(close), 3)))
+    assert "min_contact" in label_problem(close) and "0.76 A apart" in label_problem(close)
+    reported = []
+    cfg = FitConfig(species=["Si"], n_members=4, n_max=4, l_max=2)
+    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)
+    names = [f"initial.xyz:{k}" for k in range(6)]
+    refitter = Refitter(spec, cfg, _NoStore(), VersionStore(tmp_path / "a"), good[:2] + [bad] + good[2:] + [close],
+                        report=lambda *a: reported.append(a), initial_names=names)
+    assert len(refitter.design) == 4 and refitter.names == ["initial.xyz:0", "initial.xyz:1", "initial.xyz:3",
+                                                            "initial.xyz:4"]
+    assert [r[0] for r in reported] == ["initial.xyz:2", "initial.xyz:5"]
+    assert "max_label_force" in reported[0][1] and "min_contact" in reported[1][1]
+    assert [f["name"] for f in refitter.filtered] == ["initial.xyz:2", "initial.xyz:5"]
+    clean = Refitter(spec, cfg, _NoStore(), VersionStore(tmp_path / "b"), good)
+    p_with, problems, _ = refitter.fit_unpublished(seed=1)
+    p_clean, _, _ = clean.fit_unpublished(seed=1)
+    assert problems == []
+    np.testing.assert_allclose(p_with.mean, p_clean.mean)
+
+
+def test_labelled_store_rows_are_filtered_when_they_enter_the_design(tmp_path, sw):
+    """Rows labelled outside the server's labelling (a restart, a store filled by a script) pass the same
+    filter: status 'filtered' with the reason, not in the design, no longer counted as new labels."""
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.store import Store
+    from pylal.server.versions import VersionStore
+
+    store = Store(tmp_path / "store.db")
+    cells = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(2)], sw)
+    cells.insert(1, _blown_up(cells[0], sw))
+    for k, a in enumerate(cells):
+        row, _, _ = store.add_flag(a, {"step": k})
+        store.mark_labeled(row, a.calc.results, 0.1, 1)
+    reported = []
+    refitter = Refitter(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2), FitConfig(species=["Si"]), store,
+                        VersionStore(tmp_path), report=lambda *a: reported.append(a))
+    assert refitter.update_design() == 2 and refitter.rows == {1, 3} and refitter.names == ["row 1", "row 3"]
+    assert [r[0] for r in reported] == ["row 2"] and reported[0][2] == 2
+    row = store.rows("filtered")[0]
+    assert row.id == 2 and "max_label_force" in row.error
+    assert refitter.new_labels() == 0 and store.counts()["filtered"] == 1
+
+
+def test_a_rejection_names_the_worst_configuration_and_what_to_change(tmp_path, sw):
+    """A refit rejected by max_cv_force_rmse names the configuration with the largest force error (a label
+    with 8 eV/A of noise on its forces, under max_label_force) and the settings that would change it."""
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.status import format_rejection
+    from pylal.server.versions import VersionStore
+
+    data = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(6)], sw)
+    noisy = data[4]
+    f = noisy.get_forces() + np.random.default_rng(0).normal(scale=8.0, size=(len(noisy), 3))
+    noisy.calc = SinglePointCalculator(noisy, energy=noisy.get_potential_energy(), forces=f,
+                                       stress=noisy.get_stress())
+    cfg = FitConfig(species=["Si"], n_members=4, n_max=4, l_max=2, max_cv_force_rmse=0.5)
+    versions = VersionStore(tmp_path)
+    refitter = Refitter(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2), cfg, _NoStore(), versions, data,
+                        initial_names=[f"data.xyz:{k}" for k in range(6)])
+    out = refitter.refit()
+    assert "rejected" in out and versions.latest() is None
+    assert out["worst"][0]["name"] == "data.xyz:4" and out["worst"][0]["force_rmse"] > 2.0
+    assert all(w["force_rmse"] < out["worst"][0]["force_rmse"] for w in out["worst"][1:])
+    assert "raise [fit] max_cv_force_rmse (now 0.5)" in out["advice"] and "remove data.xyz:4" in out["advice"]
+    text = format_rejection(dict(out, reasons=out["rejected"], configs=out["n_configs"], current=None))
+    assert "REJECTED" in text and "data.xyz:4 (force RMSE" in text and "To change it: raise" in text
+
+
+def test_a_fit_worse_than_its_prior_is_not_published(tmp_path, sw, monkeypatch):
+    """The prior's force error is the rms of the force targets (labels minus the prior); a fit whose
+    cross-validation force error exceeds it is rejected with both figures, not published."""
+    import pylal.server.refit as refit_mod
+    from pylal.fit.checks import FitLimits, prior_force_rmse
+    from pylal.server.config import FitConfig
+    from pylal.server.refit import Refitter
+    from pylal.server.versions import VersionStore
+
+    data = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(4)], sw)
+    bare = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2, prior=None)  # no ZBL: targets = labels
+    design = DesignSet(bare)
+    for a in data:
+        design.add(a)
+    rms = np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() for a in data]) ** 2))
+    assert prior_force_rmse(design) == pytest.approx(rms)
+    params = fit_design(design, FitSettings(n_members=4))
+    cv = params.hyper["calibration"]["forces"]["rmse"]
+    assert cv < rms and fit_problems(params, FitLimits(), rms) == []  # SW forces are learnt: better than none
+    problems = fit_problems(params, FitLimits(), cv / 2)
+    assert len(problems) == 1 and f"exceeds the prior's {cv / 2:.3g} eV/A" in problems[0]
+    assert fit_problems(params, FitLimits(max_cv_prior_ratio=0.0), cv / 2) == []  # 0: off
+    # through the server's refit: a prior better than the fit (here: made so) means nothing is published
+    monkeypatch.setattr(refit_mod, "prior_force_rmse", lambda design: 1e-3)
+    versions = VersionStore(tmp_path)
+    out = Refitter(bare, FitConfig(species=["Si"], n_members=4, prior=[]), _NoStore(), versions, data).refit()
+    assert "rejected" in out and versions.latest() is None and versions.current() is None
+    assert any("worse than no fit" in p for p in out["rejected"]) and "add labelled configurations" in out["advice"]
+
+
+def test_pylal_fit_filters_labels_with_their_reason(tmp_path, sw, capsys):
+    from ase.io import write
+
+    from pylal.cli import main
+
+    data = labelled([diamond_si(1, rattle=0.1, seed=s) for s in range(3)], sw)
+    data.insert(1, _blown_up(data[0], sw))
+    write(tmp_path / "data.xyz", data)
+    assert main(["fit", str(tmp_path / "data.xyz"), "-o", str(tmp_path / "p.npz"), "--n-max", "4", "--l-max", "2",
+                 "--members", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "data.xyz:1 filtered, not fitted: reference forces up to" in captured.err
+    assert "fitted 3 configurations" in captured.out

@@ -181,3 +181,63 @@ def test_batch_policy_picks_the_novel_flag_under_budget(tmp_path):
             first = min(ts.server.store.rows("labeled"), key=lambda r: r.labeled_at)
             picked[policy] = int(round(first.get("step")))
     assert picked == {"greedy_fi": 0, "maxdet": 1}
+
+
+def test_status_and_console_show_a_rejection_and_a_running_refit(tmp_path, capsys):
+    """A rejected refit is printed on the server's console and in `pylal status` with its reason, the
+    worst configurations and what to change; a refit in progress is shown as running (version,
+    configurations, D, seconds so far); the campaign's console gets both from the server's stats."""
+    import threading
+    from types import SimpleNamespace
+
+    from pylal.campaign.run import Campaign
+    from pylal.fit.checks import FitLimits
+    from pylal.server.status import collect_status, format_status
+
+    cfg = write_config(tmp_path / "run", initial=3, executor={"workers": 1, "timeout": 30.0})
+    with ThreadServer(cfg) as ts:
+        wait_until(ts.server.versions.current, 60, what="version 1")
+        ts.server.console = True  # as `pylal serve`
+        refitter = ts.server.refitter
+        refitter.limits = FitLimits(max_cv_force_rmse=1e-12)  # every further refit is rejected
+        release, entered = threading.Event(), threading.Event()
+        real_refit = refitter.refit
+
+        def held_refit():
+            entered.set()
+            release.wait(60)  # bounded: the test releases it once it has seen the running refit
+            return real_refit()
+
+        refitter.refit = held_refit
+        walker = Client(ts.address, token_file=ts.cfg.token_path, walker="w", spool_dir=tmp_path / "spool",
+                        version=1, poll_interval=0.2)
+        try:
+            walker.send_flag(si_cell(70), {"step": 10, "f_max": 0.4})
+            assert entered.wait(60), "the refit did not start"
+            running = ts.server.status()["stats"]["refit_running"]
+            assert running["version"] == 2 and running["configs"] == 4 and running["size"] == refitter.spec.size
+            text = wait_until(lambda: (lambda t: "refit v2 running: 4 configurations" in t and t)(
+                format_status(collect_status(ts.cfg.run_dir))), 20, what="the running refit in pylal status")
+            assert f"D {refitter.spec.size}" in text and "s so far" in text
+            lines = []
+            campaign = SimpleNamespace(say=lines.append)
+            news: dict = {}
+            release.set()
+            wait_until(lambda: ts.server.stats["rejected_refits"] == 1, 60, what="the rejection")
+            assert ts.server.stats["refit_running"] is None
+            rejection = ts.server.stats["last_rejection"]
+            assert rejection["version"] == 2 and rejection["current"] == 1
+            worst = rejection["worst"]
+            assert worst and {w["name"] for w in worst} <= {"row 1", *(f"{ts.cfg.run_dir}/initial.xyz:{k}"
+                                                                       for k in range(3))}
+            err = capsys.readouterr().err
+            assert "pylal serve: refit v2 of 4 configurations REJECTED" in err and worst[0]["name"] in err
+            assert "raise [fit] max_cv_force_rmse" in err
+            text = wait_until(lambda: (lambda t: "worst configurations:" in t and t)(
+                format_status(collect_status(ts.cfg.run_dir))), 20, what="the rejection in pylal status")
+            assert "REJECTED refits: 1" in text and "to change it: raise [fit] max_cv_force_rmse" in text
+            Campaign.server_news(campaign, ts.server.status()["stats"], news)
+            Campaign.server_news(campaign, ts.server.status()["stats"], news)  # told once
+            assert len(lines) == 1 and "REJECTED" in lines[0] and worst[0]["name"] in lines[0]
+        finally:
+            walker.close()

@@ -173,9 +173,27 @@ class Campaign:
 
     @staticmethod
     def no_usable_fit(rejected: dict) -> str:
+        from pylal.fit.checks import describe_worst
+
         return (f"no usable fit: the refit of {rejected['configs']} configurations failed its sanity checks ("
-                + "; ".join(rejected["reasons"]) + f"); it is kept in {rejected['file']}. Likely cause: "
-                + rejected["likely_cause"])
+                + "; ".join(rejected["reasons"]) + f"); it is kept in {rejected['file']}. "
+                + (f"Worst configurations: {describe_worst(rejected['worst'])}. " if rejected.get("worst") else "")
+                + (f"To change it: {rejected['advice']}. " if rejected.get("advice") else "")
+                + "Likely cause: " + rejected["likely_cause"])
+
+    def server_news(self, stats: dict, seen: dict):
+        """Console lines for what the server did since the last call: labels filtered, refits rejected."""
+        from pylal.server.status import format_rejection
+
+        n = stats.get("filtered_labels", 0)
+        if n > seen.get("filtered", 0):
+            for f in (stats.get("filtered") or [])[-(n - seen.get("filtered", 0)):]:
+                self.say(f"label {f['name']} filtered, not fitted: {f['problem']}")
+            seen["filtered"] = n
+        rejection = stats.get("last_rejection")
+        if rejection and rejection.get("time") != seen.get("rejection"):
+            self.say(format_rejection(rejection))
+            seen["rejection"] = rejection.get("time")
 
     def stop_server(self):
         if self.server is not None:
@@ -199,10 +217,16 @@ class Campaign:
         counts = status["counts"]
         queue = counts.get("queued", 0) + counts.get("labeling", 0)
         held = (status["stats"].get("newest") or {}).get("holdout") or {}
-        parts = [f"labels {counts.get('labeled', 0)} (queue {queue}, failed {counts.get('failed', 0)}) "
+        running = status["stats"].get("refit_running")
+        parts = [f"labels {counts.get('labeled', 0)} (queue {queue}, failed {counts.get('failed', 0)}"
+                 + (f", filtered {counts['filtered']}" if counts.get("filtered") else "") + ") "
                  f"version {status['versions'][-1] if status['versions'] else None}"
                  + (f" (held-out F RMSE {held['force_rmse']:.3g} eV/A, rms z {held['force_rms_z']:.2f})"
                     if held.get("force_rms_z") is not None else "")]
+        if running and time.time() - running["started"] >= 10.0:
+            from pylal.server.status import format_running
+
+            parts.append(format_running(running))
         m = self.cfg.termination.quiet_steps
         for walker, s in zip(self.walkers, summaries):
             state = "" if walker.returncode is None else f" ended({walker.returncode})"
@@ -219,12 +243,14 @@ class Campaign:
         curve = LearningCurve()
         warned_degrading = False
         warned_density = set()
+        news: dict = {}
         while True:
             time.sleep(1.0)
             if not self.server_thread.is_alive():
                 return "server_failed"
             status = self.server.status()  # the server's public status (as status.json / pylal status)
             stats, counts = status["stats"], status["counts"]
+            self.server_news(stats, news)
             if stats.get("rejected_in_a_row", 0) >= t.max_rejected_refits:
                 self.say(self.no_usable_fit(stats["last_rejection"]))
                 return "fits_rejected"

@@ -65,6 +65,13 @@ class FitConfig:
     holdout_file: str = ""  # labelled configurations never trained on: errors + calibration of every version
     weights: list = dataclasses.field(default_factory=lambda: [5.0, 1.0, 1.0])
     seed: int = 0
+    # a label with two atoms closer than min_contact x the sum of their covalent radii (ase.data; Si-Si 1.11 A)
+    # is a broken configuration: stored as 'filtered', never fitted (pylal.fit.checks.label_problem; 0: off)
+    min_contact: float = 0.5
+    # a fit whose cross-validation force RMSE exceeds this times the prior's force error (labels minus the
+    # physics prior) is worse than no fit and is not published (0: off; 1.05: a fit that fell back to its
+    # prior scores 1.00-1.01, the noise of the cross-validation estimate)
+    max_cv_prior_ratio: float = 1.05
 
 
 @dataclasses.dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from pylal.fit.checks import FitLimits, fit_problems
+from pylal.fit.checks import (MAX_CV_PRIOR_RATIO, MIN_CONTACT, FitLimits, advice, fit_problems, label_problem,
+                               prior_force_rmse, worst_configurations)
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
 from pylal.model.basis import BasisSpec
@@ -63,13 +64,17 @@ def prior_from_config(fit_cfg):
     return None
 
 
-def read_labelled(paths) -> list:
-    """Initial training set: labelled configurations from extxyz or ASE db files."""
+def read_labelled(paths, names: list | None = None) -> list:
+    """Initial training set: labelled configurations from extxyz or ASE db files. names: a list that
+    receives "FILE:INDEX" of each configuration (how reports name it)."""
     from ase.io import read
 
     out = []
     for p in paths:
-        out.extend(read(p, index=":"))
+        frames = read(p, index=":")
+        if names is not None:
+            names.extend(f"{p}:{i}" for i in range(len(frames)))
+        out.extend(frames)
     return out
 
 
@@ -77,24 +82,37 @@ class Refitter:
     """Design rows kept in memory and extended by each new label (every configuration's basis is
     evaluated once); a refit is one Bayesian fit over all rows (pylal.fit.committee.fit_design).
     With a LAMMPS prior ([fit] lammps_prior / lammps_prior_file) the rows target labels minus the
-    prior (evaluated through LAMMPS once per configuration) and every version carries the prior."""
+    prior (evaluated through LAMMPS once per configuration) and every version carries the prior.
 
-    def __init__(self, spec: BasisSpec, fit_cfg, store, versions: VersionStore, initial=()):
+    Every configuration enters the design through `admit`, which applies the label filter
+    (pylal.fit.checks.label_problem: non-finite, forces above [fit] max_label_force, a contact closer
+    than [fit] min_contact x the covalent radii sum): a filtered initial configuration is left out, a
+    filtered store row gets status 'filtered' with its reason; both are listed in `filtered` and told to
+    `report(name, problem, row_id)` (the server logs and prints them)."""
+
+    def __init__(self, spec: BasisSpec, fit_cfg, store, versions: VersionStore, initial=(), report=None,
+                 initial_names=None):
         self.spec, self.cfg, self.store, self.versions = spec, fit_cfg, store, versions
         self.weights = Weights(*fit_cfg.weights)
         self.prior = prior_from_config(fit_cfg)
         self._check_published_prior()
         self.design = DesignSet(spec, self.weights, self.prior)
         self.settings = settings_from_config(fit_cfg)
-        self.limits = FitLimits(fit_cfg.max_cv_energy_rmse, fit_cfg.max_cv_force_rmse)
+        self.limits = FitLimits(fit_cfg.max_cv_energy_rmse, fit_cfg.max_cv_force_rmse,
+                                getattr(fit_cfg, "max_cv_prior_ratio", MAX_CV_PRIOR_RATIO))
+        self.report = report
+        self.names: list[str] = []  # how to find each configuration of the design (row id, file:index)
+        self.filtered: list[dict] = []  # labels kept out: name, row (or None), problem
+        self._filtered_rows: set[int] = set()
         self.holdout = None
         if getattr(fit_cfg, "holdout_file", ""):
             from pylal.fit.holdout import HeldOut
 
             self.holdout = HeldOut(spec, read_labelled([fit_cfg.holdout_file]), self.prior)
-        for atoms in initial:
-            self.design.add(atoms)
-        self.n_initial = len(initial)
+        initial = list(initial)
+        for k, atoms in enumerate(initial):
+            self.admit(atoms, initial_names[k] if initial_names is not None else f"initial configuration {k}")
+        self.n_initial = len(self.design)
         self.rows: set[int] = set()  # store rows in the design: labels can finish out of row order
 
     @property
@@ -122,13 +140,41 @@ class Refitter:
                               f"the configuration {want}; set [fit] lammps_prior / lammps_prior_file to the "
                               f"prior of initial_params (`pylal prior show PARAMS`) or start a new run folder")
 
-    def update_design(self) -> int:
-        """Add labelled rows not yet in the design; returns how many were added."""
-        missing = [i for i in self.store.labeled_ids() if i not in self.rows]
-        for row_id, atoms in self.store.labeled_atoms(ids=missing):
-            self.design.add(atoms)
+    def label_problem(self, atoms) -> str | None:
+        """The label filter with this configuration's thresholds (None: the label may be fitted)."""
+        return label_problem(atoms, self.cfg.max_label_force, getattr(self.cfg, "min_contact", MIN_CONTACT))
+
+    def filter_label(self, name: str, problem: str, row_id: int | None = None):
+        """Keep a label out of fits: status 'filtered' with its reason on a store row; recorded and reported."""
+        if row_id is not None:
+            if row_id in self._filtered_rows:  # filtered already (the scheduler and a refit both judged it)
+                return
+            self._filtered_rows.add(row_id)
+            self.store.set_status(row_id, "filtered", error=problem)
+        self.filtered.append(dict(name=name, row=row_id, problem=problem))
+        if self.report is not None:
+            self.report(name, problem, row_id)
+
+    def admit(self, atoms, name: str, row_id: int | None = None) -> bool:
+        """Add one labelled configuration to the design unless the label filter keeps it out."""
+        problem = self.label_problem(atoms)
+        if problem:
+            self.filter_label(name, problem, row_id)
+            return False
+        self.design.add(atoms)
+        self.names.append(name)
+        if row_id is not None:
             self.rows.add(row_id)
-        return len(missing)
+        return True
+
+    def update_design(self) -> int:
+        """Add labelled rows not yet in the design (filtered ones get status 'filtered'); returns how
+        many were added."""
+        missing = [i for i in self.store.labeled_ids() if i not in self.rows]
+        added = 0
+        for row_id, atoms in self.store.labeled_atoms(ids=missing):
+            added += self.admit(atoms, f"row {row_id}", row_id)
+        return added
 
     def fit_unpublished(self, seed: int | None = None, version: int | None = None, progress=None, **changes):
         """(params, problems, held-out errors) of a fit of every label with settings changed by `changes`."""
@@ -138,7 +184,11 @@ class Refitter:
         params = fit_design(self.design, settings, seed=self.cfg.seed + latest + 1 if seed is None else seed,
                             version=latest + 1 if version is None else version, progress=progress)
         errors = self.holdout.errors(params) if self.holdout is not None else {}
-        return params, fit_problems(params, self.limits), errors
+        return params, fit_problems(params, self.limits, prior_force_rmse(self.design)), errors
+
+    def worst(self, params, n: int = 3) -> list[dict]:
+        """The configurations of the design with the largest force errors of `params` (names, eV/A)."""
+        return worst_configurations(self.design, params, self.names, n)
 
     def refit(self) -> dict:
         """Fit, check, publish. Returns the pointer dict, or {"rejected": [reasons], ...} when the
@@ -151,5 +201,7 @@ class Refitter:
             info["holdout"] = params.hyper["holdout"] = errors
         if problems:
             path = self.versions.reject(params, problems)
-            return dict(rejected=problems, file=str(path), **info)
+            worst = self.worst(params)
+            return dict(rejected=problems, file=str(path), version=params.version, worst=worst, prior_force_rmse=prior_force_rmse(
+                self.design), advice=advice(problems, worst, self.limits, self.cfg.max_label_force), **info)
         return self.versions.publish(params, **info)

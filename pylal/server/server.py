@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from pylal.fit.checks import label_problem
 from pylal.files import atomic_write
 from pylal.model.params import Parameters
 from pylal.server import auth, protocol
@@ -29,10 +29,12 @@ from pylal.server.config import ServerConfig
 from pylal.server.executor import make_executor
 from pylal.select.duplicates import descriptor, select_batch
 from pylal.server.refit import RefitPolicy, Refitter, read_labelled, spec_from_config
+from pylal.server.status import format_rejection, format_running
 from pylal.server.versions import VersionStore
 from pylal.server.store import Store
 
 ANNOUNCE_WINDOW = 3600.0  # seconds: walkers heard from within this window get version announcements
+RUNNING_NOTICE = 10.0  # seconds: a refit running longer is shown on the console (every 30 s) and in the status
 
 
 class JsonLog:
@@ -60,8 +62,10 @@ def _atomic_json(path: Path, obj):
 
 
 class Server:
-    def __init__(self, cfg: ServerConfig):
+    def __init__(self, cfg: ServerConfig, console: bool = False):
+        """console: print filtered labels, rejected refits and long refits on stderr (`pylal serve`)."""
         self.cfg = cfg
+        self.console = console
         run = cfg.run_dir
         run.mkdir(parents=True, exist_ok=True)
         self.key = auth.ensure_token(cfg.token_path)
@@ -73,7 +77,8 @@ class Server:
         self.spec = initial_params.spec if initial_params is not None else spec_from_config(cfg.fit)
         if initial_params is not None and self.versions.latest() is None:
             self.versions.publish(initial_params, keep_version=True, source=cfg.fit.initial_params)
-        self.initial = read_labelled(cfg.fit.initial_data)
+        self.initial_names: list = []  # "FILE:INDEX" of each initial configuration
+        self.initial = read_labelled(cfg.fit.initial_data, self.initial_names)
         self.reference = dict(calculator=cfg.reference.calculator, options=cfg.reference.options,
                               properties=cfg.reference.properties)
         self.policy = RefitPolicy(cfg.refit.every_labels, cfg.refit.every_seconds)
@@ -88,7 +93,7 @@ class Server:
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
-                          label_errors=0, protocol_errors=0)
+                          label_errors=0, protocol_errors=0, filtered_labels=0, filtered=[], refit_running=None)
         self.ready = threading.Event()  # set once the socket is bound and the threads run
         self.executor = None
         self.ctx = zmq.Context()
@@ -108,7 +113,8 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop_event.set())
         self.executor = make_executor(self.cfg.executor, self.reference)
-        self.refitter = Refitter(self.spec, self.cfg.fit, self.store, self.versions, self.initial)
+        self.refitter = Refitter(self.spec, self.cfg.fit, self.store, self.versions, self.initial,
+                                 report=self._on_filtered, initial_names=self.initial_names)
         threads = [threading.Thread(target=self._guard, args=(self._scheduler,), name="scheduler", daemon=True),
                    threading.Thread(target=self._guard, args=(self._refit_loop,), name="refit", daemon=True)]
         for t in threads:
@@ -128,6 +134,22 @@ class Server:
             self.ctx.term()
             self.log("stop")
             self.log.close()
+
+    def say(self, text: str):
+        """A line for the user on the server's console (stderr of `pylal serve`; silent in-process)."""
+        if self.console:
+            print(f"pylal serve: {text}", file=sys.stderr, flush=True)
+
+    def _on_filtered(self, name: str, problem: str, row_id=None):
+        """A label kept out of fits (Refitter.filter_label): logged, printed, in the status, told to its walker."""
+        self.log("filtered", name=name, row=row_id, problem=problem)
+        self.stats["filtered_labels"] += 1
+        self.stats["filtered"] = (self.stats["filtered"] + [dict(name=name, problem=problem, time=time.time())])[-10:]
+        self.say(f"label {name} filtered, not fitted: {problem}")
+        if row_id is not None:
+            walker, flag_id = self.store.flag_origin(row_id)
+            if flag_id:  # a walker holding at this flag (on_flag wait) learns no refit follows
+                self.filtered.setdefault(walker, set()).add(flag_id)
 
     def _guard(self, fn):
         try:
@@ -292,20 +314,17 @@ class Server:
         references: list = []  # descriptors of labelled / in-flight rows (only with a budget)
         desc_cache: dict = {}
         budget = self.cfg.refit.budget_per_round
-        last_status = 0.0
+        last_status = last_notice = 0.0
         while not self.stop_event.is_set():
             for row_id, result in self.executor.collect(wait=0.1):
                 n = attempts.pop(row_id, 1)
                 if result["ok"]:
                     self.store.mark_labeled(row_id, result["results"], result["wall_time"], n)
                     self.log("labeled", row=row_id, seconds=round(result["wall_time"], 3), attempts=n)
-                    problem = label_problem(self.store.get_atoms(row_id), self.cfg.fit.max_label_force)
+                    # the refitter's label filter, at once (the walker learns it at its next poll)
+                    problem = self.refitter.label_problem(self.store.labeled_atoms(ids=[row_id])[0][1])
                     if problem:  # e.g. a guard event's blown-up configuration: labelled, never fitted
-                        self.store.set_status(row_id, "filtered", error=problem)
-                        self.log("filtered", row=row_id, problem=problem)
-                        walker, flag_id = self.store.flag_origin(row_id)
-                        if flag_id:  # a walker holding at this flag (on_flag wait) learns no refit follows
-                            self.filtered.setdefault(walker, set()).add(flag_id)
+                        self.refitter.filter_label(f"row {row_id}", problem, row_id)
                     else:
                         self.wake_refit.set()
                 elif n <= self.cfg.executor.retries:
@@ -350,6 +369,10 @@ class Server:
             if now - last_status > 2.0:
                 self._write_status()
                 last_status = now
+                running = self.stats.get("refit_running")
+                if running and now - running["started"] >= RUNNING_NOTICE and now - last_notice >= 30.0:
+                    self.say(format_running(running, now))
+                    last_notice = now
 
     def _pick(self, policy: str, rows: list, budget: int) -> list:
         """Batch selection (pylal.select, Zaverkin et al. 2022) among distinct queued flags: features
@@ -394,9 +417,13 @@ class Server:
         t0 = time.perf_counter()
         self._refitting = True
         try:
+            self.refitter.update_design()  # (the refit does it too) to say what this refit fits
+            self.stats["refit_running"] = dict(version=(self.versions.latest() or 0) + 1, started=time.time(),
+                                               configs=len(self.refitter.design), size=self.spec.size)
             pointer = self.refitter.refit()
         finally:
             self._refitting = False
+            self.stats["refit_running"] = None
         dt = time.perf_counter() - t0
         self.stats["refits"] += 1
         self.stats["refit_seconds"] = round(dt, 3)
@@ -405,11 +432,16 @@ class Server:
 
             self.stats["rejected_refits"] += 1
             self.stats["rejected_in_a_row"] += 1
-            self.stats["last_rejection"] = dict(reasons=pointer["rejected"], file=pointer["file"],
-                                                configs=pointer["n_configs"], likely_cause=likely_cause(pointer["rejected"]),
-                                                time=time.time())
+            rejection = dict(reasons=pointer["rejected"], file=pointer["file"], version=pointer.get("version"),
+                             configs=pointer["n_configs"], likely_cause=likely_cause(pointer["rejected"]),
+                             worst=pointer.get("worst", []), advice=pointer.get("advice", ""),
+                             prior_force_rmse=pointer.get("prior_force_rmse"),
+                             current=(self.versions.current() or {}).get("version"), time=time.time())
+            self.stats["last_rejection"] = rejection
             self.log("refit_rejected", reason=reason, problems=pointer["rejected"], file=pointer["file"],
-                     configs=pointer["n_configs"], seconds=round(dt, 3))
+                     configs=pointer["n_configs"], seconds=round(dt, 3), worst=rejection["worst"],
+                     advice=rejection["advice"])
+            self.say(format_rejection(rejection))
             for row_id in self.refitter.rows - self._answered_rows:
                 walker, flag_id = self.store.flag_origin(row_id)
                 if flag_id:  # a walker holding at this flag (on_flag wait) learns no version follows it
@@ -424,11 +456,13 @@ class Server:
         self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
                  configs=pointer["n_configs"], seconds=round(dt, 3), calibration_scale=pointer.get("calibration_scale"),
                  holdout=pointer.get("holdout"))
+        if dt >= RUNNING_NOTICE:
+            self.say(f"refit v{pointer['version']} published: {pointer['n_configs']} configurations, {dt:.0f} s")
 
 
 def serve(config_path) -> int:
     cfg = ServerConfig.load(config_path)
-    server = Server(cfg)
+    server = Server(cfg, console=True)
     print(f"pylal serve: listening on {server.address}; run folder {cfg.run_dir}; token {cfg.token_path}",
           flush=True)
     server.serve()

@@ -27,6 +27,29 @@ def _alive(pid) -> bool:
         return False
 
 
+def format_running(running: dict, now: float | None = None) -> str:
+    """"refit v3 running: 40 configurations, D 650, 35 s so far" (stats["refit_running"])."""
+    now = time.time() if now is None else now
+    return (f"refit v{running['version']} running: {running['configs']} configurations, D {running['size']}, "
+            f"{now - running['started']:.0f} s so far")
+
+
+def format_rejection(r: dict) -> str:
+    """A rejected refit (stats["last_rejection"]) in words: why, the worst configurations, what to change."""
+    from pylal.fit.checks import describe_worst
+
+    version = f"v{r['version']} " if r.get("version") is not None else ""
+    keep = r.get("current")
+    text = (f"refit {version}of {r['configs']} configurations REJECTED, not published (walkers keep "
+            f"{'version ' + str(keep) if keep is not None else 'no version: there is none yet'}): "
+            + "; ".join(r["reasons"]))
+    if r.get("worst"):
+        text += f". Worst configurations (training force error of the rejected fit): {describe_worst(r['worst'])}"
+    if r.get("advice"):
+        text += f". To change it: {r['advice']}"
+    return text + f". Kept in {r['file']}"
+
+
 def collect_status(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "store.db").exists():
@@ -41,6 +64,8 @@ def collect_status(run_dir) -> dict:
                 counts=store.counts(), versions=versions.versions(), current=versions.current(),
                 hold=(run_dir / "HOLD").exists(), walkers=saved.get("walkers", {}),
                 stats=saved.get("stats", {}), recent_errors=store.recent_errors(5),
+                recent_filtered=[dict(id=r.id, walker=r.get("walker"), step=r.get("step"), error=r.get("error"))
+                                 for r in store.rows("filtered", order="-id", limit=5)],
                 status_written=saved.get("time"))
 
 
@@ -52,7 +77,8 @@ def format_status(s: dict) -> str:
              f"server: {'running' if srv.get('alive') else 'not running'}"
              + (f" (pid {srv.get('pid')}, {srv.get('address')})" if srv else ""),
              f"configurations: {c['flagged']} flagged = {c['queued']} queued + {c['labeling']} labeling + "
-             f"{c['labeled']} labeled + {c['failed']} failed + {c['dropped']} dropped"]
+             f"{c['labeled']} labeled + {c['failed']} failed + {c['dropped']} dropped"
+             + (f" + {c['filtered']} filtered" if c.get("filtered") else "")]
     cur = s["current"] or {}
     vs = s["versions"]
     lines.append(f"versions: {len(vs)} ({', '.join(map(str, vs[-8:]))}{' ...' if len(vs) > 8 else ''}); current "
@@ -67,12 +93,29 @@ def format_status(s: dict) -> str:
             line += (f"; held-out force RMSE {h['force_rmse']:.4f} eV/A, rms z {h['force_rms_z']:.2f}, "
                      f"95% interval holds {100 * h['force_coverage95']:.0f}%")
         lines.append(line)
+    running = s["stats"].get("refit_running")
+    if running and srv.get("alive"):
+        lines.append(format_running(running, now))
     rejection = s["stats"].get("last_rejection")
     if rejection:
         lines.append(f"REJECTED refits: {s['stats'].get('rejected_refits', 0)} ({s['stats'].get('rejected_in_a_row', 0)} "
                      f"in a row); last on {rejection['configs']} configurations ({rejection['file']}): "
                      + "; ".join(rejection["reasons"]))
+        if rejection.get("worst"):
+            from pylal.fit.checks import describe_worst
+
+            lines.append(f"  worst configurations: {describe_worst(rejection['worst'])}")
+        if rejection.get("advice"):
+            lines.append(f"  to change it: {rejection['advice']}")
         lines.append(f"  likely cause: {rejection['likely_cause']}")
+    filtered = s["stats"].get("filtered") or []
+    initial_filtered = [f for f in filtered if not str(f["name"]).startswith("row ")]
+    if s.get("recent_filtered") or initial_filtered:
+        lines.append(f"filtered labels (never fitted): {s['stats'].get('filtered_labels', len(filtered))} this run")
+        for f in initial_filtered[-5:]:
+            lines.append(f"  {f['name']}: {f['problem']}")
+        for e in s.get("recent_filtered", []):
+            lines.append(f"  row {e['id']} (walker {e['walker']}, step {e['step']}): {str(e['error'])[:200]}")
     if s["walkers"]:
         lines.append("walkers (last contact):")
         for name, w in sorted(s["walkers"].items()):
