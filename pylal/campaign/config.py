@@ -114,6 +114,20 @@ class ValidateConfig:
     enabled: bool = True
     quick: bool = False
     properties: list = dataclasses.field(default_factory=lambda: ["crystal", "liquid"])
+    # "campaign": the [initial] structure's crystal properties and g(r) at the hot walkers' temperatures
+    # (pylal/validate/derive.py); "diamond-si": the fixed diamond-Si protocol of `pylal validate`
+    system: str = "campaign"
+    liquid_temperatures: list = dataclasses.field(default_factory=list)  # K; [] = the hot walkers' ("campaign")
+
+    def check(self):
+        if self.system not in ("campaign", "diamond-si"):
+            raise ConfigError(f"[validate] system = {self.system!r}: expected 'campaign' or 'diamond-si'")
+        if not set(self.properties) <= {"crystal", "liquid"}:
+            raise ConfigError(f"[validate] properties = {self.properties!r}: expected a list of 'crystal', 'liquid'")
+        if not all(isinstance(t, (int, float)) and t > 0 for t in self.liquid_temperatures):
+            raise ConfigError(f"[validate] liquid_temperatures = {self.liquid_temperatures!r}: "
+                              "expected positive numbers (K)")
+        return self
 
 
 @dataclasses.dataclass
@@ -204,7 +218,7 @@ class CampaignConfig:
                    hal=hal,
                    termination=_build(TerminationConfig, raw.get("termination", {}), "termination"),
                    holdout=holdout,
-                   final=final, validate=_build(ValidateConfig, raw.get("validate", {}), "validate"),
+                   final=final, validate=_build(ValidateConfig, raw.get("validate", {}), "validate").check(),
                    base=base, raw=raw)
 
 

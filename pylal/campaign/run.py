@@ -406,12 +406,30 @@ class Campaign:
             return
         t0 = time.perf_counter()
         v = self.cfg.validate
-        self.say(f"validation: {', '.join(v.properties)} properties of the final potential and of the reference"
-                 f"{' (quick settings)' if v.quick else ''} ...")
+        properties, settings = tuple(v.properties), {}
         try:
+            if getattr(v, "system", "diamond-si") == "campaign":  # from the campaign's structure and walkers
+                from pylal.validate.derive import campaign_settings
+                from pylal.validate.table import structure_statement
+
+                crystal, liquids = campaign_settings(self.cfg.initial, [w.temperature for w in self.cfg.walkers],
+                                                     quick=v.quick, liquid_temperatures=v.liquid_temperatures)
+                settings = dict(crystal=crystal, liquid=liquids)
+                if "crystal" in properties:
+                    self.say(f"validation crystal: {structure_statement(crystal)}")
+                if "liquid" in properties and not liquids:
+                    self.say("validation: no liquid g(r): no walker is hot (>= 1.5 x the coldest walker's temperature) "
+                             "and [validate] liquid_temperatures is empty")
+                    properties = tuple(p for p in properties if p != "liquid")
+                elif "liquid" in properties:
+                    self.say(f"validation liquid: g(r) at {', '.join(f'{s.t_liquid:g}' for s in liquids)} K from "
+                             f"{structure_statement(liquids[0])}")
+            self.say(f"validation: {', '.join(properties) or 'no'} properties of the final potential and of the "
+                     f"reference{' (quick settings)' if v.quick else ''} ...")
             # Parameters: the unbiased mean potential without f_i checks (tau 0, check_every 0). A PylalCalculator
             # with its defaults computed the K member forces at every step (validation 66 s instead of about 20)
-            table = property_table(params, self.reference_calculator(), quick=v.quick, properties=tuple(v.properties))
+            table = property_table(params, self.reference_calculator(), quick=v.quick, properties=properties,
+                                   **settings)
             write_validation(table, self.run / "validation.json")
         except Exception:  # a failed validation must not lose the campaign's results
             self.say(f"validation failed:\n{traceback.format_exc()}")

@@ -9,6 +9,12 @@ Every property is computed by the same function for the model and for the refere
   to 5 A after melting at 4000 K and sampling at 2500 K; its first peak, the coordination number
   within 3.1 A (or up to the reference's first minimum) and the RMS difference of the two g(r) curves.
 
+Any other system (``pylal campaign``'s default): ``derive.campaign_settings(initial, walker_temperatures)``
+gives the CrystalSettings and LiquidSettings of a campaign's own [initial] structure (bulk, repeat,
+substitute or file; ``structure.py``) and hot walker temperatures: rows V0 (A^3/atom) and B, and a0 and
+C_ij for a cubic lattice; liquid rows per temperature (suffix ``_<T>K`` when several). Every row carries
+its "structure" statement, liquid rows their "temperature" (docs/validation.md).
+
 ``property_table(calculator, reference, quick=False, properties=("crystal", "liquid"))`` returns a
 JSON-serialisable dict (this shape is stable; ``pylal campaign`` and ``pylal report`` rely on it)::
 
@@ -33,11 +39,13 @@ reuse one reference calculation for many models (its settings must match). docs/
 has the method, cost and the Stillinger-Weber values.
 """
 from pylal.validate.crystal import CrystalSettings, crystal_properties, elastic_constants, equation_of_state
+from pylal.validate.derive import campaign_settings
 from pylal.validate.liquid import LiquidSettings, coordination_number, liquid_rdf, radial_distribution
 from pylal.validate.stability import UnstableError
 from pylal.validate.table import (compute_properties, failures, is_row, property_table, render_markdown,
                                   write_validation)
 
-__all__ = ["CrystalSettings", "LiquidSettings", "UnstableError", "compute_properties", "coordination_number",
+__all__ = ["CrystalSettings", "LiquidSettings", "UnstableError", "campaign_settings", "compute_properties",
+           "coordination_number",
            "crystal_properties", "elastic_constants", "equation_of_state", "failures", "is_row",
            "liquid_rdf", "property_table", "radial_distribution", "render_markdown", "write_validation"]

@@ -22,6 +22,10 @@ a fixed radius near the first minimum of liquid Si, not the first minimum found 
 has a very shallow minimum (g ~ 0.87-0.95 from 3.1 to 3.5 A at 2500 K), so its position in a short
 run moves by +-0.15 A and the coordination with it by +-1 (docs/validation.md); at a fixed radius
 it is reproducible to +-0.2. ``r_coordination=None`` integrates to the first minimum instead.
+
+Any other system: ``LiquidSettings(structure=spec)`` (pylal/validate/structure.py) starts from that
+cell instead of the diamond supercell (``a`` and ``repeat`` are then unused; the spec's own repeat
+sizes the cell), at its nominal density; ``pylal.validate.derive`` scales the protocol to a campaign.
 """
 from __future__ import annotations
 
@@ -29,12 +33,13 @@ import dataclasses
 
 import numpy as np
 from ase import units
-from ase.geometry import get_distances
+from ase.geometry import find_mic, get_distances
 from ase.md.langevin import Langevin
 
 from pylal.reference.calculators import LammpsCalculator
 from pylal.validate.crystal import diamond_cell
 from pylal.validate.stability import UnstableError, check_configuration, check_finite
+from pylal.validate.structure import build_structure
 
 try:
     from ase.md.velocitydistribution import thermalize_momenta  # ASE >= 3.29
@@ -64,6 +69,7 @@ class LiquidSettings:
     r_coordination: float | None = 3.1  # A, coordination radius; None: first minimum of g(r)
     min_distance: float = 1.5  # A; closer pairs mean the model has collapsed
     max_temperature_factor: float = 3.0  # instantaneous T above this x target: exploded
+    structure: dict | None = None  # start cell (pylal/validate/structure.py); None: diamond `symbol` at `a`, `repeat`
 
     @classmethod
     def quick(cls, **overrides) -> "LiquidSettings":
@@ -168,10 +174,17 @@ def _lammps_trajectory(calc, atoms, s: LiquidSettings) -> list:
     return [snap.positions for snap in snapshots]
 
 
+def start_cell(settings: LiquidSettings):
+    """The cell that is melted: the diamond supercell, or the settings' structure."""
+    if settings.structure is None:
+        return diamond_cell(settings.a, settings.symbol).repeat(settings.repeat)
+    return build_structure(settings.structure)
+
+
 def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
     """Melt, equilibrate and sample; returns r, g, first peak/minimum, coordination, density."""
     s = settings
-    atoms = diamond_cell(s.a, s.symbol).repeat(s.repeat)
+    atoms = start_cell(s)
     trajectory = _lammps_trajectory if isinstance(calc, LammpsCalculator) else _ase_trajectory
     frames = trajectory(calc, atoms, s)
     r, g = radial_distribution(frames, atoms.cell.array, s.r_max, s.n_bins)
@@ -180,4 +193,14 @@ def liquid_rdf(calc, settings: LiquidSettings = LiquidSettings()) -> dict:
     r_c = s.r_coordination if s.r_coordination is not None else minimum
     return {"r": r.tolist(), "g": g.tolist(), "first_peak": peak, "first_minimum": minimum,
             "r_coordination": r_c, "coordination": coordination_number(r, g, rho, r_c),
-            "density": float(rho), "n_frames": len(frames)}
+            "density": float(rho), "n_frames": len(frames), "msd": sampled_msd(frames, atoms.cell.array)}
+
+
+def sampled_msd(frames, cell) -> float:
+    """Mean squared displacement (A^2) from the first to the last sampled frame, minimum image (frames
+    may be wrapped): a liquid diffuses (SW Si, 0.4 ps at 2500 K: several A^2), a crystal only vibrates
+    (about 0.1 A^2). It caps at the squared half cell, so it tells "moved" from "did not", nothing finer."""
+    if len(frames) < 2:
+        return float("nan")
+    _, lengths = find_mic(np.asarray(frames[-1]) - np.asarray(frames[0]), cell, pbc=True)
+    return float(np.mean(lengths**2))

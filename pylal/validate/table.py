@@ -12,14 +12,41 @@ from pathlib import Path
 
 import numpy as np
 
-from pylal.validate.crystal import CrystalSettings, elastic_constants, equation_of_state
-from pylal.validate.liquid import LiquidSettings, coordination_number, liquid_rdf
+from pylal.validate.crystal import CrystalSettings, cell_info, elastic_constants, equation_of_state
+from pylal.validate.liquid import LiquidSettings, coordination_number, liquid_rdf, start_cell
 from pylal.validate.stability import UnstableError
+from pylal.validate.structure import describe
 
 GROUPS = ("crystal", "liquid")
 # (row name, key in the crystal results, unit); the liquid rows are built in _liquid_rows
 CRYSTAL_ROWS = [("a0", "a0", "A"), ("B", "B", "GPa"), ("C11", "C11", "GPa"), ("C12", "C12", "GPa"),
                 ("C44", "C44", "GPa"), ("C44_unrelaxed", "C44_unrelaxed", "GPa")]
+EOS_ROWS = ("a0", "V0", "B")  # from the E(V) fit; the rest from the elastic constants
+MELT_MSD = 0.1  # reference MSD over the sampling below this x first-peak^2: it stayed crystalline
+
+
+def crystal_rows(crystal: CrystalSettings) -> list:
+    """The crystal rows of these settings: the diamond default's six; a structure's V0 and B, and a0 and
+    the C_ij if its lattice is cubic (the same rows for model and reference)."""
+    if crystal.structure is None:
+        return CRYSTAL_ROWS
+    rows = [("V0", "V0", "A^3/atom"), ("B", "B", "GPa")]
+    return [("a0", "a0", "A"), *rows, *CRYSTAL_ROWS[2:]] if cell_info(crystal)["cubic"] else rows
+
+
+def structure_statement(settings) -> str:
+    """Which structure a crystal or liquid settings object uses, in one line."""
+    if settings.structure is not None:
+        return describe(settings.structure, start_cell(settings) if isinstance(settings, LiquidSettings) else None)
+    if isinstance(settings, LiquidSettings):
+        return (f"{settings.symbol}{8 * settings.repeat ** 3}: {settings.repeat}x{settings.repeat}x{settings.repeat} "
+                f"repeat of cubic diamond {settings.symbol}, a = {settings.a} A")
+    return (f"{settings.symbol}8: cubic diamond {settings.symbol} (8 atoms; E(a) searched around "
+            f"a = {settings.a_guess} A)")
+
+
+def _liquid_list(liquid) -> list:
+    return list(liquid) if isinstance(liquid, (list, tuple)) else [liquid]
 
 
 def _as_calculator(calc):
@@ -53,18 +80,22 @@ def compute_properties(calculator, properties=GROUPS, crystal: CrystalSettings |
         raise ValueError(f"unknown property groups {sorted(unknown)}; valid: {list(GROUPS)}")
     calc = _as_calculator(calculator)
     crystal = crystal or CrystalSettings()
-    liquid = liquid or (LiquidSettings.quick() if quick else LiquidSettings())
+    liquid = liquid if liquid is not None else (LiquidSettings.quick() if quick else LiquidSettings())
     out = {"settings": {}}
     if "crystal" in properties:
         eos = _guarded(equation_of_state, calc, crystal, log=log, who="crystal (EOS)")
-        if "error" not in eos:  # a0 and B survive a failure of the elastic constants
+        if "error" not in eos and "a0" in eos:  # a0 and B survive a failure of the elastic constants
             elastic = _guarded(elastic_constants, calc, eos["a0"], crystal, log=log, who="crystal (elastic)")
             eos.update({"elastic_error": elastic["error"]} if "error" in elastic else elastic)
         out["crystal"] = eos
         out["settings"]["crystal"] = dataclasses.asdict(crystal)
-    if "liquid" in properties:
-        out["liquid"] = _guarded(liquid_rdf, calc, liquid, log=log, who="liquid")
-        out["settings"]["liquid"] = dataclasses.asdict(liquid)
+    if "liquid" in properties:  # one LiquidSettings: a dict; a list of them (temperatures): a list
+        results = [_guarded(liquid_rdf, calc, s, log=log, who=f"liquid ({s.t_liquid:g} K)")
+                   for s in _liquid_list(liquid)]
+        single = not isinstance(liquid, (list, tuple))
+        out["liquid"] = results[0] if single else results
+        out["settings"]["liquid"] = (dataclasses.asdict(liquid) if single
+                                     else [dataclasses.asdict(s) for s in liquid])
     return out
 
 
@@ -82,12 +113,14 @@ def _row(model, reference, unit, errors=()):
     return row
 
 
-def _crystal_rows(m: dict, r: dict) -> dict:
+def _crystal_rows(m: dict, r: dict, crystal: CrystalSettings) -> dict:
     rows = {}
-    for name, key, unit in CRYSTAL_ROWS:
-        field = "error" if name in ("a0", "B") else "elastic_error"
+    statement = structure_statement(crystal)
+    for name, key, unit in crystal_rows(crystal):
+        field = "error" if name in EOS_ROWS else "elastic_error"
         errors = [(who, res.get("error") or res.get(field)) for who, res in (("model", m), ("reference", r))]
         rows[name] = _row(m.get(key), r.get(key), unit, errors)
+        rows[name]["structure"] = statement
     return rows
 
 
@@ -109,6 +142,11 @@ def _liquid_rows(m: dict, r: dict, r_coordination: float | None) -> tuple[dict, 
             "liquid_coordination": _row(coord["model"], coord["reference"], "1", errors),
             "rdf_rms": _row(rms, 0.0 if "g" in r else None, "1", errors)}
     rows["liquid_coordination"]["r_cut"] = r_cut
+    msd, peak = r.get("msd"), r.get("first_peak")
+    if msd is not None and peak and math.isfinite(msd) and msd < MELT_MSD * peak**2:  # a crystal only vibrates
+        for row in rows.values():
+            row["warning"] = (f"the reference did not melt: its atoms moved {msd:.2f} A^2 (mean squared) over the "
+                              f"sampling, < {MELT_MSD:g} x (first peak {peak:.2f} A)^2; this compares hot crystals")
     rdf = {"r": m.get("r", r.get("r")), "model": m.get("g"), "reference": r.get("g"), "unit": "A"}
     return rows, rdf
 
@@ -118,8 +156,13 @@ def _check_reference(reference: dict, properties, settings: dict) -> None:
         if group not in reference:
             raise ValueError(f"reference results lack the property group {group!r}")
         theirs = reference.get("settings", {}).get(group)
-        if theirs is not None:
-            differ = sorted(k for k in settings[group] if theirs.get(k) != settings[group][k])
+        if theirs is None:
+            continue
+        ours = settings[group]
+        if isinstance(ours, list) != isinstance(theirs, list) or (isinstance(ours, list) and len(ours) != len(theirs)):
+            raise ValueError(f"reference {group} results were computed for other liquid temperatures")
+        for o, t in zip(_liquid_list(ours), _liquid_list(theirs)):
+            differ = sorted(k for k in o if t.get(k) != o[k])
             if differ:
                 raise ValueError(f"reference {group} results were computed with other settings: {differ}")
 
@@ -131,11 +174,12 @@ def property_table(calculator, reference, quick: bool = False, properties=GROUPS
     docstring). `calculator`: ASE calculator, Parameters or parameter file (-> PylalCalculator,
     tau 0, no f_i checks). `reference`: ASE calculator or the output of compute_properties."""
     crystal = crystal or CrystalSettings()
-    liquid = liquid or (LiquidSettings.quick() if quick else LiquidSettings())
+    liquid = liquid if liquid is not None else (LiquidSettings.quick() if quick else LiquidSettings())
     settings = dict(properties=properties, crystal=crystal, liquid=liquid, log=log)
     if isinstance(reference, dict):  # precomputed: it must have been run with the same settings
-        _check_reference(reference, properties, {"crystal": dataclasses.asdict(crystal),
-                                                 "liquid": dataclasses.asdict(liquid)})
+        ours = ([dataclasses.asdict(x) for x in liquid] if isinstance(liquid, (list, tuple))
+                else dataclasses.asdict(liquid))
+        _check_reference(reference, properties, {"crystal": dataclasses.asdict(crystal), "liquid": ours})
     if isinstance(reference, dict):
         ref = reference
     else:  # the reference first: LAMMPS ran 2-3x slower after JAX had run in the same process
@@ -147,16 +191,31 @@ def property_table(calculator, reference, quick: bool = False, properties=GROUPS
     model = compute_properties(calculator, **settings)
     table = {}
     if "crystal" in properties:
-        table.update(_crystal_rows(model["crystal"], ref["crystal"]))
+        table.update(_crystal_rows(model["crystal"], ref["crystal"], crystal))
     if "liquid" in properties:
-        rows, rdf = _liquid_rows(model["liquid"], ref["liquid"], liquid.r_coordination)
-        table.update(rows)
-        s = model["settings"]["liquid"]
-        rdf["settings"] = {k: s[k] for k in ("a", "repeat", "t_melt", "t_liquid", "melt_steps",
-                                              "equilibrate_steps", "sample_steps", "stride", "timestep_fs",
-                                              "seed", "r_coordination")}
-        table["rdf"] = rdf
+        many = isinstance(liquid, (list, tuple))
+        pairs = zip(model["liquid"], ref["liquid"]) if many else [(model["liquid"], ref["liquid"])]
+        curves = []
+        for s, (m, r) in zip(_liquid_list(liquid), pairs):
+            rows, rdf = _liquid_rows(m, r, s.r_coordination)
+            suffix = f"_{s.t_liquid:g}K" if many and len(liquid) > 1 else ""  # one row set per temperature
+            for name, row in rows.items():
+                if s.structure is not None:
+                    row.update(temperature=s.t_liquid, structure=structure_statement(s))
+                table[name + suffix] = row
+            rdf["settings"] = _rdf_settings(s)
+            curves.append(rdf)
+        if curves:  # "rdf": the first (hottest) curve; the others in "rdf"["more"]
+            table["rdf"] = {**curves[0], **({"more": curves[1:]} if len(curves) > 1 else {})}
     return table
+
+
+def _rdf_settings(s: LiquidSettings) -> dict:
+    keys = ("t_melt", "t_liquid", "melt_steps", "equilibrate_steps", "sample_steps", "stride", "timestep_fs",
+            "seed", "r_coordination")
+    if s.structure is None:
+        return {k: getattr(s, k) for k in ("a", "repeat", *keys)}
+    return {"structure": structure_statement(s), "r_max": s.r_max, **{k: getattr(s, k) for k in keys}}
 
 
 def is_row(value) -> bool:
@@ -183,16 +242,30 @@ def render_markdown(table: dict) -> str:
             continue
         rel = "—" if row.get("rel_error") is None else f"{100 * row['rel_error']:+.2f}%"
         note = row.get("error", "")
-        if name == "liquid_coordination" and row.get("r_cut") is not None:
+        if name.startswith("liquid_coordination") and row.get("r_cut") is not None:
             note = f"up to r = {row['r_cut']:.2f} A" + (f"; {note}" if note else "")
-        if name == "rdf_rms":
+        if name.startswith("rdf_rms"):
             note = "RMS of g_model(r) - g_ref(r)" + (f"; {note}" if note else "")
+        if row.get("warning"):
+            note = f"WARNING: {row['warning']}" + (f"; {note}" if note else "")
+        if row.get("temperature") is not None:
+            note = f"liquid at {row['temperature']:g} K" + (f"; {note}" if note else "")
         lines.append(f"| {name} | {row['unit']} | {_fmt(row['model'], row['unit'])} | "
                      f"{_fmt(row['reference'], row['unit'])} | {rel} | {note} |")
-    rdf = table.get("rdf")
-    if rdf and rdf.get("settings"):
-        s = rdf["settings"]
+    crystal = next((row["structure"] for name, row in table.items() if is_row(row) and name in ("a0", "V0", "B")
+                    and "structure" in row), None)
+    if crystal:
         lines.append("")
+        lines.append(f"Crystal: {crystal}.")
+    rdf = table.get("rdf")
+    for s in [c["settings"] for c in ([rdf] + rdf.get("more", [])) if c.get("settings")] if rdf else []:
+        lines.append("")
+        if "structure" in s:
+            lines.append(f"Liquid at {s['t_liquid']:g} K: {s['structure']} (NVT at its nominal density), melted at "
+                         f"{s['t_melt']:g} K for {s['melt_steps']} steps, g(r) up to {s['r_max']:g} A over "
+                         f"{s['sample_steps']} steps after {s['equilibrate_steps']} ({s['timestep_fs']:g} fs, seed "
+                         f"{s['seed']}; Langevin in ASE, a LAMMPS reference NVE + CSVR inside LAMMPS).")
+            continue
         lines.append(f"Liquid: {8 * s['repeat'] ** 3} atoms at a = {s['a']} A (NVT), melted at {s['t_melt']:g} K "
                      f"for {s['melt_steps']} steps, g(r) at {s['t_liquid']:g} K over {s['sample_steps']} steps "
                      f"after {s['equilibrate_steps']} ({s['timestep_fs']:g} fs, seed {s['seed']}; Langevin in ASE, a "
