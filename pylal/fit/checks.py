@@ -156,8 +156,8 @@ def worst_configurations(design, params, names=None, n: int = 3) -> list[dict]:
 
 
 def describe_worst(worst: list[dict]) -> str:
-    return ", ".join(f"{c['name']} (force RMSE {c['force_rmse']:.3g} eV/A, max |F| {c['max_force']:.3g} eV/A)"
-                     for c in worst)
+    return ", ".join(f"{c['name']} (force RMSE {c['force_rmse']:.3g} eV/A, max |F - F_prior| {c['max_force']:.3g} "
+                     f"eV/A)" for c in worst)
 
 
 def advice(problems: list[str], worst: list[dict] = (), limits: FitLimits = FitLimits(),
@@ -168,9 +168,11 @@ def advice(problems: list[str], worst: list[dict] = (), limits: FitLimits = FitL
     if any("max_cv_force_rmse" in p or "max_cv_energy_rmse" in p for p in problems):
         remove = f", or remove {top['name']} from the data" if top else ""
         lower = ""
-        if top and top["max_force"] < max_label_force:
-            lower = (f", lower [fit] max_label_force (now {max_label_force:g} eV/A; the worst label has |F| up to "
-                     f"{top['max_force']:.3g}) to filter such labels")
+        if top and not max_label_force:
+            lower = ", set [fit] max_label_force (off now) to filter labels with large forces"
+        elif top and top["max_force"] < max_label_force:
+            lower = (f", lower [fit] max_label_force (now {max_label_force:g} eV/A; the worst configuration's |F - "
+                     f"F_prior| reaches {top['max_force']:.3g}) to filter such labels")
         out.append(f"raise [fit] max_cv_force_rmse (now {limits.max_cv_force_rmse:g}) or max_cv_energy_rmse (now "
                    f"{limits.max_cv_energy_rmse:g}){lower}{remove}")
     if any("worse than no fit" in p for p in problems):
