@@ -111,7 +111,7 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
     """Fit the design's configurations; draw the calibrated committee; record everything in hyper."""
     t0 = time.perf_counter()
     deadline = t0 + settings.ard_seconds  # ARD: the whole fit, cross-validation included
-    energy_scale = 1.0
+    energy_scale, smoothness = 1.0, None
     if settings.energy_noise == "cv" and len(design) >= 2 and design.weights.energy > 0:
         # one noise level for energy and force rows (eq. 19) lets force misspecification set the
         # energies' noise too: energies come out loosely fitted and their committee spread 10-30x
@@ -124,12 +124,17 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
             sigma_e = np.sqrt(np.mean(cv0["err_E"] ** 2) * design.weights.energy)  # weighted-row units
             sigma_f = np.sqrt(np.mean(cv0["err_F"] ** 2) * design.weights.forces)
             energy_scale = float(np.clip(sigma_f / max(sigma_e, 1e-300), 1e-2, 1e3))
+        # the re-weighted fit chooses its smoothness next to this pass's (one SVD per candidate)
+        candidates = sorted(settings.smoothness)
+        k = min(range(len(candidates)), key=lambda i: abs(candidates[i] - p0))
+        smoothness = tuple(candidates[max(k - 1, 0):k + 2])
     if progress is not None:  # one clock for the whole fit: ARD runs again in each cross-validation fold
         report = progress
 
         def progress(it, kept, _seconds):
             report(it, kept, time.perf_counter() - t0)
-    post = posterior(design, settings, progress=progress, deadline=deadline, energy_scale=energy_scale)
+    post = posterior(design, settings, smoothness=smoothness, progress=progress, deadline=deadline,
+                     energy_scale=energy_scale)
     p = post.smoothness
     hyper = {"method": settings.method, "weights": [design.weights.energy, design.weights.forces,
                                                     design.weights.virial],

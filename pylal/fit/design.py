@@ -147,6 +147,7 @@ class DesignSet:
         self._evaluator = prior_evaluator(spec, prior)
         self.blocks: list = []
         self.folds = [{g: Factor(spec.size) for g in self.KINDS} for _ in range(n_folds)]
+        self._partials = None  # (key, prefix, suffix) of `_partial_factors`
 
     def add(self, atoms):
         self.add_block(*configuration_rows(self.spec, atoms, self.weights, self._evaluator))
@@ -170,12 +171,41 @@ class DesignSet:
         return i % len(self.folds)
 
     def factor(self, leave_out: int | None = None, energy_scale: float = 1.0) -> Factor:
-        """R factor of all rows (or of all outside fold `leave_out`), energy rows times energy_scale."""
-        used = [f.scaled(energy_scale if g == "E" else 1.0) for k, fold in enumerate(self.folds) if k != leave_out
-                for g, f in fold.items() if f.n_rows]
-        if not used:
+        """R factor of all rows (or of all outside fold `leave_out`), energy rows times energy_scale.
+
+        A fit asks for the full factor and every leave-one-fold-out factor (cross-validation) at one
+        energy_scale: the per-fold factors are combined once into prefix and suffix factors, so each
+        is one QR of two stacked triangles ((2D x D), not (2 n_folds D x D))."""
+        prefix, suffix = self._partial_factors(energy_scale)
+        if leave_out is None:
+            parts = [prefix[-1]]
+        else:
+            parts = [prefix[leave_out], suffix[leave_out + 1]]
+        parts = [p for p in parts if p is not None]
+        if not parts:
             raise ValueError("no labelled configurations to fit")
-        return Factor.combine(used)
+        return parts[0] if len(parts) == 1 else Factor.combine(parts)
+
+    def _partial_factors(self, energy_scale: float):
+        """prefix[k]: factor of folds < k; suffix[k]: of folds >= k (None: no rows); cached per scale
+        until the next add."""
+        key = (len(self.blocks), float(energy_scale))
+        if self._partials is None or self._partials[0] != key:
+            folds = []
+            for fold in self.folds:
+                used = [f.scaled(energy_scale if g == "E" else 1.0) for g, f in fold.items() if f.n_rows]
+                folds.append(None if not used else used[0] if len(used) == 1 else Factor.combine(used))
+
+            def join(a, b):
+                return b if a is None else a if b is None else Factor.combine([a, b])
+
+            n = len(folds)
+            prefix, suffix = [None] * (n + 1), [None] * (n + 1)
+            for k in range(n):
+                prefix[k + 1] = join(prefix[k], folds[k])
+                suffix[n - 1 - k] = join(folds[n - 1 - k], suffix[n - k])
+            self._partials = (key, prefix, suffix)
+        return self._partials[1], self._partials[2]
 
     def arrays(self, indices=None):
         """Rows, targets, kinds of all configurations (or of `indices`)."""
