@@ -1,8 +1,11 @@
 """The collectives of one LAMMPS run's engine over its MPI communicator (mpi4py); with no
 communicator (or one rank) each is the identity. The HAL scalars of a step go through
 `hal_reduce`: ONE Allreduce of the controller's packed vector (pylal.hal.controller.PACKED) with a
-user-defined operation (`combine_packed`: sums, and the exact softmax merge)."""
+user-defined operation (`combine_packed`: sums, and the exact softmax merge). Where the other ranks
+may wait seconds for rank 0 (the on_flag wait for the refit server), `bcast_idle` lets them sleep."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -53,6 +56,21 @@ class Collectives:
 
     def bcast(self, obj):
         return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
+    def bcast_idle(self, obj, max_sleep: float = 0.05):
+        """`bcast` whose receivers sleep while they wait: for waits that can last seconds (rank 0
+        polls the refit server, flushes the flags at the end), not for the per-step collectives. MPICH completes a
+        blocking collective by busy polling, so a rank waiting in `bcast` burns a whole core (the
+        one the refit needs). Here every rank enters a non-blocking barrier and tests it between
+        sleeps (1 ms, doubling up to max_sleep), then the payload goes by the ordinary bcast. The
+        wait is bounded as `bcast` is: by rank 0 (an exception there aborts every rank)."""
+        if self.comm is None:
+            return obj
+        request, pause = self.comm.Ibarrier(), 0.001
+        while not request.Test():
+            time.sleep(pause)
+            pause = min(2 * pause, max_sleep)
+        return self.comm.bcast(obj, root=0)
 
     def allgather(self, obj) -> list:
         return [obj] if self.comm is None else self.comm.allgather(obj)

@@ -69,11 +69,15 @@ class Walker:
         return client
 
     def close(self):
-        """End of the fix: give the server a moment for unsent flags (they stay spooled anyway)."""
-        if self.client is not None:
-            self.client.flush(timeout=10.0)
-            self.client.close()
-            self.client = None
+        """End of the fix: rank 0 gives the server up to 10 s for unsent flags (they stay spooled
+        anyway); the other ranks sleep meanwhile."""
+        try:
+            if self.client is not None:
+                self.client.flush(timeout=10.0)
+                self.client.close()
+                self.client = None
+        finally:
+            self.comm.bcast_idle(None)
         self.record_exit(self.exit_reason or "finished")
 
     # ---- messages (rank 0) ----------------------------------------------------------------
@@ -162,7 +166,7 @@ class Walker:
                     why = f"stop file {s.stop_file} exists"
                     break
             path = self.client.params_path
-        new, path = self.comm.bcast((new, path))
+        new, path = self.comm.bcast_idle((new, path))  # the other ranks sleep meanwhile
         if new is None:
             self.log(f"step {step}: {why}; continuing")
         return new, path
