@@ -40,10 +40,18 @@ class FitConfig:
     r_cut: float = 3.8
     basis: str = "power"  # "power": pylal's basis (r_min, n_max, l_max); "ace": ace-jax's ACE (order, max_degree, wL)
     r_min: float = 1.5
-    n_max: int = 8
-    l_max: int = 4
+    # basis size: unset (0 / -1 / 0) starts on the first step of a ladder and grows with the data within
+    # refit_budget (pylal.fit.growth: power (4, 3) -> (6, 3) -> (6, 4) -> (8, 4); ACE degree 10 -> 18);
+    # a value fixes it
+    n_max: int = 0
+    l_max: int = -1
     order: int = 2  # ACE correlation order (body order - 1)
-    max_degree: int = 16  # ACE total-degree bound
+    max_degree: int = 0  # ACE total-degree bound
+    # compressed chemical channels of the power basis's densities (pylal.model.basis): D grows linearly
+    # with the number of species; 0: one channel per species (D grows like S^3)
+    chem_channels: int = 2
+    grow: bool = True  # false: an unset basis size stays on the ladder's first step
+    refit_budget: float = 60.0  # seconds a refit may take; a basis grows only within it, status says when exceeded
     wL: float = 1.5  # ACE weight of l in the total degree
     # ZBL prior: "covalent" (a switch-off window per species pair, pylal.model.zbl.switch_radii), or
     # [r_on, r_off] in Angstrom for every pair; [] disables it
@@ -147,6 +155,11 @@ class ServerConfig:
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in prior) and 0 < prior[0] < prior[1]):
             raise ConfigError(f"[fit] prior = {prior!r}: expected \"covalent\", [r_on, r_off] with "
                               "0 < r_on < r_off (Angstrom), or [] for none")
+        if cfg.fit.n_max < 0 or cfg.fit.l_max < -1 or cfg.fit.max_degree < 0 or cfg.fit.chem_channels < 0:
+            raise ConfigError("[fit] n_max, max_degree, chem_channels must be >= 0 and l_max >= 0 "
+                              "(leave n_max, l_max, max_degree out for a basis that grows with the data)")
+        if cfg.fit.refit_budget <= 0:
+            raise ConfigError("[fit] refit_budget must be > 0 seconds")
         if not cfg.fit.smoothness:
             raise ConfigError("[fit] smoothness: give at least one exponent (e.g. [2.0])")
         if cfg.fit.lammps_prior and cfg.fit.lammps_prior_file:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from pylal.fit.checks import (MAX_CV_PRIOR_RATIO, MIN_CONTACT, FitLimits, advice, fit_problems, label_problem,
                                prior_force_rmse, worst_configurations)
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
+from pylal.fit.growth import (LADDER_ACE, LADDER_POWER, RETRY_GROWTH, RefitCost, cv_force_rmse, growth_accepted,
+                               growth_decision, size_label)
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 from pylal.server.versions import VersionStore
@@ -30,7 +34,19 @@ class RefitPolicy:
         return new_labels >= self.every_labels or (self.every_seconds > 0 and seconds_since_fit >= self.every_seconds)
 
 
+def basis_grows(fit_cfg) -> bool:
+    """An unset basis size grows with the data ([fit] grow; pylal.fit.growth)."""
+    unset = fit_cfg.max_degree == 0 if fit_cfg.basis == "ace" else (fit_cfg.n_max == 0 and fit_cfg.l_max == -1)
+    return bool(fit_cfg.grow and unset)
+
+
+def initial_params_absent(fit_cfg) -> bool:
+    """Walkers start from [fit] initial_params: its basis is theirs, and stays."""
+    return not getattr(fit_cfg, "initial_params", "")
+
+
 def spec_from_config(fit_cfg) -> BasisSpec:
+    """The basis of [fit]; unset size keys take the first step of the growth ladder."""
     from pylal.model.zbl import prior_from_json
 
     prior = prior_from_json(fit_cfg.prior or None)  # [] or "" disables the ZBL prior
@@ -38,9 +54,11 @@ def spec_from_config(fit_cfg) -> BasisSpec:
         from pylal.model.ace import AceSpec
 
         return AceSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, order=fit_cfg.order,
-                       max_degree=fit_cfg.max_degree, wL=fit_cfg.wL, prior=prior)
+                       max_degree=fit_cfg.max_degree or LADDER_ACE[0], wL=fit_cfg.wL, prior=prior)
     return BasisSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=fit_cfg.r_min,
-                     n_max=fit_cfg.n_max, l_max=fit_cfg.l_max, prior=prior)
+                     n_max=fit_cfg.n_max or LADDER_POWER[0][0],
+                     l_max=fit_cfg.l_max if fit_cfg.l_max >= 0 else LADDER_POWER[0][1],
+                     chem_channels=fit_cfg.chem_channels, prior=prior)
 
 
 def settings_from_config(fit_cfg) -> FitSettings:
@@ -96,6 +114,8 @@ class Refitter:
         self.weights = Weights(*fit_cfg.weights)
         self.prior = prior_from_config(fit_cfg)
         self._check_published_prior()
+        if basis_grows(fit_cfg) and initial_params_absent(fit_cfg):
+            self.spec = spec = self._grown_spec(spec)
         self.design = DesignSet(spec, self.weights, self.prior)
         self.settings = settings_from_config(fit_cfg)
         self.limits = FitLimits(fit_cfg.max_cv_energy_rmse, fit_cfg.max_cv_force_rmse,
@@ -104,16 +124,34 @@ class Refitter:
         self.names: list[str] = []  # how to find each configuration of the design (row id, file:index)
         self.filtered: list[dict] = []  # labels kept out: name, row (or None), problem
         self._filtered_rows: set[int] = set()
-        self.holdout = None
-        if getattr(fit_cfg, "holdout_file", ""):
-            from pylal.fit.holdout import HeldOut
-
-            self.holdout = HeldOut(spec, read_labelled([fit_cfg.holdout_file]), self.prior)
-        initial = list(initial)
+        self.holdout_frames = read_labelled([fit_cfg.holdout_file]) if getattr(fit_cfg, "holdout_file", "") else []
+        self.holdout = self._holdout(spec)
+        self.initial: list = []  # the admitted initial configurations (a grown basis evaluates them again)
         for k, atoms in enumerate(initial):
-            self.admit(atoms, initial_names[k] if initial_names is not None else f"initial configuration {k}")
+            if self.admit(atoms, initial_names[k] if initial_names is not None else f"initial configuration {k}"):
+                self.initial.append(atoms)
         self.n_initial = len(self.design)
         self.rows: set[int] = set()  # store rows in the design: labels can finish out of row order
+        # a basis of unset size grows with the data within [fit] refit_budget (pylal.fit.growth)
+        self.grows = basis_grows(fit_cfg) and initial_params_absent(fit_cfg)
+        self.budget = float(getattr(fit_cfg, "refit_budget", 60.0))
+        self.cost = RefitCost()
+        self.growth_log: list[dict] = []  # every growth decision that tried a larger basis
+        self._retry_rows = 0.0
+
+    def _grown_spec(self, spec):
+        """A restarted server goes on with the basis its newest version grew to (same kind, species, cutoff)."""
+        latest = self.versions.latest()
+        if latest is None:
+            return spec
+        published = Parameters.load(self.versions.path(latest)).spec
+        same = (published.kind == spec.kind and published.species == spec.species and published.r_cut == spec.r_cut)
+        return published if same and published.size >= spec.size else spec
+
+    def _holdout(self, spec):
+        from pylal.fit.holdout import HeldOut
+
+        return HeldOut(spec, self.holdout_frames, self.prior) if self.holdout_frames else None
 
     @property
     def last_row(self) -> int:
@@ -199,9 +237,54 @@ class Refitter:
             "calibration"].get("scale"), fit_seconds=params.hyper["seconds"])
         if errors:
             info["holdout"] = params.hyper["holdout"] = errors
+        self.cost.record(self.spec.size, params.hyper["seconds"])
         if problems:
             path = self.versions.reject(params, problems)
             worst = self.worst(params)
             return dict(rejected=problems, file=str(path), version=params.version, worst=worst, prior_force_rmse=prior_force_rmse(
                 self.design), advice=advice(problems, worst, self.limits, self.cfg.max_label_force), **info)
-        return self.versions.publish(params, **info)
+        if params.hyper["seconds"] > self.budget:
+            info["over_budget"] = (f"refit v{params.version} took {params.hyper['seconds']:.0f} s > [fit] refit_budget "
+                                   f"{self.budget:g} s ({size_label(self.spec)}); a smaller basis (n_max, l_max, "
+                                   f"max_degree, chem_channels) refits faster")
+        pointer = self.versions.publish(params, **info)
+        return self.grow(params, pointer) if self.grows else pointer
+
+    # ---- a basis that grows with the data (pylal.fit.growth) ----------------------------------
+    def grow(self, current: Parameters, pointer: dict) -> dict:
+        """After a published fit: try the next ladder step when the data support it within the budget,
+        publish it (the next version) when its cross-validation force error is lower. Returns the pointer
+        of the newest published version, with a `growth` record when a larger basis was tried."""
+        import time
+
+        n_force = int(sum(np.count_nonzero(kinds == "F") for _, _, kinds in self.design.blocks))
+        decision = growth_decision(self.spec, current, n_force, self.cost, self.budget, self._retry_rows)
+        if decision.spec is None:
+            return pointer
+        t0 = time.perf_counter()
+        design = DesignSet(decision.spec, self.weights, self.prior)
+        for atoms in self.initial + [a for _, a in self.store.labeled_atoms(ids=sorted(self.rows))]:
+            design.add(atoms)
+        trial = fit_design(design, self.settings, seed=self.cfg.seed + current.version + 1, version=current.version + 1)
+        self.cost.record(decision.spec.size, trial.hyper["seconds"])
+        holdout = self._holdout(decision.spec)
+        record = dict(version=current.version, tried=size_label(decision.spec), reason=decision.reason,
+                      cv_force_rmse=[cv_force_rmse(current), cv_force_rmse(trial)],
+                      seconds=round(time.perf_counter() - t0, 3))
+        if holdout is not None:
+            record["holdout_force_rmse"] = [self.holdout.errors(current)["force_rmse"],
+                                            holdout.errors(trial)["force_rmse"]]
+        problems = fit_problems(trial, self.limits, prior_force_rmse(design))
+        record["accepted"] = not problems and growth_accepted(current, trial)
+        self.growth_log.append(record)
+        if not record["accepted"]:
+            self._retry_rows = RETRY_GROWTH * n_force
+            return dict(pointer, growth=record)
+        self.spec, self.design, self.holdout = decision.spec, design, holdout
+        trial.hyper["last_row"] = self.last_row
+        trial.hyper["growth"] = record
+        info = dict(n_configs=len(design), last_row=self.last_row, calibration_scale=trial.hyper["calibration"].get(
+            "scale"), fit_seconds=trial.hyper["seconds"], basis=size_label(decision.spec))
+        if holdout is not None:
+            info["holdout"] = trial.hyper["holdout"] = holdout.errors(trial)
+        return dict(self.versions.publish(trial, **info), growth=record)

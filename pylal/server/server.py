@@ -383,7 +383,7 @@ class Server:
 
         t0 = time.perf_counter()
         atoms = [r.toatoms() for r in rows]
-        phi_pool, phi_train = design_features(self.refitter.design, basis_vectors(self.spec, atoms))
+        phi_pool, phi_train = design_features(self.refitter.design, basis_vectors(self.refitter.spec, atoms))
         scores = [r.get("f_max") or 0.0 for r in rows]
         idx = pick(policy, phi_pool, phi_train, budget, np.random.default_rng(self.cfg.fit.seed + len(rows)),
                    scores=scores)
@@ -419,7 +419,7 @@ class Server:
         try:
             self.refitter.update_design()  # (the refit does it too) to say what this refit fits
             self.stats["refit_running"] = dict(version=(self.versions.latest() or 0) + 1, started=time.time(),
-                                               configs=len(self.refitter.design), size=self.spec.size)
+                                               configs=len(self.refitter.design), size=self.refitter.spec.size)
             pointer = self.refitter.refit()
         finally:
             self._refitting = False
@@ -458,6 +458,19 @@ class Server:
                  holdout=pointer.get("holdout"))
         if dt >= RUNNING_NOTICE:
             self.say(f"refit v{pointer['version']} published: {pointer['n_configs']} configurations, {dt:.0f} s")
+        if "over_budget" in pointer:
+            self.stats["over_budget"] = pointer["over_budget"]
+            self.log("refit_over_budget", message=pointer["over_budget"])
+            self.say(pointer["over_budget"])
+        growth = pointer.get("growth")
+        if growth is not None:
+            self.stats["growth"] = self.refitter.growth_log
+            self.log("basis_growth", **growth)
+            verdict = (f"v{pointer['version']} uses it" if growth["accepted"]
+                       else "kept the current basis (cross-validation gain < 5%, or its checks failed)")
+            self.say(f"basis growth after v{growth['version']}: tried {growth['tried']} ({growth['reason']}); "
+                     f"CV force RMSE {growth['cv_force_rmse'][0]:.4f} -> {growth['cv_force_rmse'][1]:.4f} eV/A; "
+                     f"{verdict}")
 
 
 def serve(config_path) -> int:
