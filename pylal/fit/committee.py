@@ -11,7 +11,9 @@ Used by the refit server, the campaign's final fit, the ASE loop and `pylal fit`
    z = (F_pred - F_ref) / s with s the posterior std of that component; the committee is drawn
    from N(c_bar, kappa^2 Sigma) with kappa = rms(z) (`calibrate = "cv"`), so that its spread
    matches the errors it makes on configurations it was not fitted to;
-4. K committee members c^k and the sanity record (cross-validation errors) that decides whether
+4. a fit whose cross-validation force error exceeds its prior's (too few data for the basis) is
+   shrunk toward the prior (`prior_shrinkage`), so it is never worse than no fit on unseen data;
+5. K committee members c^k and the sanity record (cross-validation errors) that decides whether
    a version may be published (pylal.fit.checks).
 """
 from __future__ import annotations
@@ -83,9 +85,11 @@ def posterior(design: DesignSet, settings: FitSettings, leave_out: int | None = 
 def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple | None, seed: int = 0,
                      deadline: float | None = None, energy_scale: float = 1.0, progress=None) -> dict:
     """z-scores of left-out force (and energy) components under each fold's posterior.
-    Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E. progress: as `posterior`'s (ARD)."""
+    Returns raw arrays: err_F (eV/A), std_F, err_E (eV/atom), std_E, the targets ref_F, ref_E and the
+    prior mean's share of the prediction base_F, base_E (the reference energies c0; zero for forces).
+    progress: as `posterior`'s (ARD)."""
     rng = np.random.default_rng(seed)
-    out = {k: [] for k in ("err_F", "std_F", "err_E", "std_E")}
+    out = {k: [] for k in ("err_F", "std_F", "err_E", "std_E", "ref_F", "ref_E", "base_F", "base_E")}
     n_folds = len(design.folds)
     for f in range(n_folds):
         idx = [i for i in range(len(design)) if design.fold_of(i) == f]
@@ -94,6 +98,7 @@ def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple
         post = posterior(design, settings, leave_out=f, smoothness=smoothness, deadline=deadline,
                          energy_scale=energy_scale, progress=progress)
         rows, y, kinds = design.arrays(idx)
+        c0 = reference_energies(design.spec, design, [i for i in range(len(design)) if design.fold_of(i) != f])
         for kind, w in (("F", design.weights.forces), ("E", design.weights.energy)):
             sel = np.flatnonzero(kinds == kind)
             if len(sel) == 0 or w <= 0:
@@ -103,6 +108,8 @@ def cross_validation(design: DesignSet, settings: FitSettings, smoothness: tuple
             x = rows[sel]
             out[f"err_{kind}"].append((x @ post.mean - y[sel]) / np.sqrt(w))
             out[f"std_{kind}"].append(np.sqrt(np.sum((x @ post.root) ** 2, axis=1)) / np.sqrt(w))
+            out[f"ref_{kind}"].append(y[sel] / np.sqrt(w))
+            out[f"base_{kind}"].append(x @ c0 / np.sqrt(w))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
@@ -141,10 +148,19 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
              "energy_weight_factor": energy_scale**2, "prior_precision": post.prior_precision, "smoothness": p,
              "log_evidence": post.log_evidence, "n_effective": post.n_effective, "seed": seed,
              "n_rows": design.n_rows, "n_configs": len(design)}
-    scale = 1.0
+    scale, mean = 1.0, post.mean
     calibration = {"method": settings.calibrate}
     if len(design) >= 2:
         cv = cross_validation(design, settings, (p,), seed, deadline, energy_scale, progress)
+        shrink = prior_shrinkage(cv)
+        if shrink is not None:  # worse than its prior alone: the fit falls back toward the prior
+            hyper["shrink"] = shrink
+            s = shrink["factor"]
+            for kind in ("F", "E"):  # the cross-validation predictions of the shrunk mean
+                pred = cv[f"err_{kind}"] + cv[f"ref_{kind}"]
+                cv[f"err_{kind}"] = cv[f"base_{kind}"] + s * (pred - cv[f"base_{kind}"]) - cv[f"ref_{kind}"]
+            c0 = reference_energies(design.spec, design)
+            mean = c0 + s * (post.mean - c0)
         raw_f = calibration_stats(cv["err_F"], cv["std_F"])
         if settings.calibrate == "cv" and raw_f:
             scale = raw_f["rms_z"]
@@ -153,10 +169,29 @@ def fit_design(design: DesignSet, settings: FitSettings = FitSettings(), seed: i
             forces=calibration_stats(cv["err_F"], scale * cv["std_F"]),
             energy=calibration_stats(cv["err_E"], scale * cv["std_E"]))
     hyper["calibration"] = calibration
-    committee = sample_from_root(post.mean, scale * post.root, settings.n_members, seed)
+    committee = sample_from_root(mean, scale * post.root, settings.n_members, seed)
     hyper["seconds"] = round(time.perf_counter() - t0, 3)
-    return Parameters(design.spec, post.mean, committee, post.noise_precision, version=version, hyper=hyper,
+    return Parameters(design.spec, mean, committee, post.noise_precision, version=version, hyper=hyper,
                       lammps_prior=design.prior)
+
+
+def prior_shrinkage(cv: dict) -> dict | None:
+    """A fit must not go beyond its prior on data it has not seen: when the cross-validation force RMSE
+    of the posterior mean exceeds that of the prior alone (no correction: the rms of the force targets,
+    labels minus the physics prior), the correction is scaled by the factor s in [0, 1] that minimises
+    the cross-validation force error, mean = c0 + s (c_bar - c0) (s = 0: the prior and the reference
+    energies alone). A least-squares shrinkage estimate, set by cross-validation like the committee's
+    spread. None when the fit is better than its prior (nothing changes)."""
+    ref, err = cv["ref_F"], cv["err_F"]
+    if len(ref) == 0:
+        return None
+    fit_rmse, prior_rmse = float(np.sqrt(np.mean(err**2))), float(np.sqrt(np.mean(ref**2)))
+    if fit_rmse <= prior_rmse:
+        return None
+    pred = err + ref
+    s = float(np.clip(pred @ ref / max(float(pred @ pred), 1e-300), 0.0, 1.0))
+    return dict(factor=s, cv_force_rmse=fit_rmse, prior_force_rmse=prior_rmse,
+                shrunk_force_rmse=float(np.sqrt(np.mean((s * pred - ref) ** 2))))
 
 
 def fit_parameters(spec: BasisSpec, configurations, weights: Weights = Weights(), method: str = "brr",

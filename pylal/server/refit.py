@@ -243,6 +243,8 @@ class Refitter:
             worst = self.worst(params)
             return dict(rejected=problems, file=str(path), version=params.version, worst=worst, prior_force_rmse=prior_force_rmse(
                 self.design), advice=advice(problems, worst, self.limits, self.cfg.max_label_force), **info)
+        if "shrink" in params.hyper:
+            info["shrink"] = params.hyper["shrink"]
         if params.hyper["seconds"] > self.budget:
             info["over_budget"] = (f"refit v{params.version} took {params.hyper['seconds']:.0f} s > [fit] refit_budget "
                                    f"{self.budget:g} s ({size_label(self.spec)}); a smaller basis (n_max, l_max, "

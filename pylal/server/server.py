@@ -458,6 +458,13 @@ class Server:
                  holdout=pointer.get("holdout"))
         if dt >= RUNNING_NOTICE:
             self.say(f"refit v{pointer['version']} published: {pointer['n_configs']} configurations, {dt:.0f} s")
+        shrink = pointer.get("shrink")
+        if shrink is not None:
+            self.log("refit_shrunk_to_prior", version=pointer["version"], **shrink)
+            self.say(f"refit v{pointer['version']}: its cross-validation force error {shrink['cv_force_rmse']:.3g} eV/A "
+                     f"exceeded the prior's alone ({shrink['prior_force_rmse']:.3g}): the correction is shrunk by "
+                     f"{shrink['factor']:.2f} toward the prior (-> {shrink['shrunk_force_rmse']:.3g} eV/A); more labels "
+                     f"will let it grow back")
         if "over_budget" in pointer:
             self.stats["over_budget"] = pointer["over_budget"]
             self.log("refit_over_budget", message=pointer["over_budget"])
