@@ -64,7 +64,8 @@ def _fit(args):
 
         spec = AceSpec(species=species, r_cut=args.r_cut, order=args.order, max_degree=args.max_degree)
     else:
-        spec = BasisSpec(species=species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max)
+        spec = BasisSpec(species=species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max,
+                         chem_channels=args.chem_channels)
     prior = None
     if args.lammps_prior:  # Delta-learning: fit labels minus this prior (docs/prior.md)
         from pylal.prior.spec import LammpsPrior
@@ -171,6 +172,8 @@ def main(argv=None):
                    help="power: pylal's basis (--n-max, --l-max); ace: ace-jax's ACE (--order, --max-degree)")
     f.add_argument("--n-max", type=int, default=8)
     f.add_argument("--l-max", type=int, default=4)
+    f.add_argument("--chem-channels", type=int, default=2,
+                   help="compressed chemical channels of the power basis (0: one per species; docs/keywords.md)")
     f.add_argument("--order", type=int, default=2, help="ACE correlation order (2)")
     f.add_argument("--max-degree", type=int, default=16, help="ACE total-degree bound (16)")
     f.add_argument("--method", choices=["brr", "ard"], default="brr")
