@@ -6,10 +6,13 @@ Threads (replies stay fast because nothing slow runs on the socket thread):
   scheduler  hands queued configurations to the executor (budget and near-duplicate filter), records
              results (labeled / retry / failed), writes RUN/status.json.
   refit      applies the refit policy, fits, publishes version N+1 (refit.py).
+The state these threads (and an in-process owner calling status(), e.g. `pylal campaign`) share is
+guarded by one lock, Server._state_lock, held only for in-memory updates and copies.
 Logs: JSON lines in RUN/server.log.jsonl (one object per event: time, event, fields).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -85,11 +88,21 @@ class Server:
         self.stop_event = threading.Event()
         self.wake_scheduler = threading.Event()
         self.wake_refit = threading.Event()
+        # _state_lock guards the state shared by the threads; who writes (w) and reads (r) what:
+        #   walkers, identities  socket thread (w: _contact at hello, flag, poll; r: _announce), status() (r)
+        #   filtered             scheduler and refit threads (w: _on_filtered), socket thread (r: _on_poll)
+        #   unanswered           refit thread (w: _refit), socket thread (r: _on_poll)
+        #   stats                all three threads (counters, refit state), status() (r)
+        #   _answered_rows       refit thread only; updated with `unanswered` under the lock
+        # Hold it only to update or copy these in memory: never around store or file I/O, logging,
+        # socket sends, labelling or fits (status() copies under it and serialises outside it).
+        # A single read of one key needs no lock; a read-modify-write or an iteration does.
+        self._state_lock = threading.RLock()
         self.walkers: dict = {}  # walker -> {last_contact, flags, version, run_id}
         self.filtered: dict = {}  # walker -> ids of its flags whose labels were filtered (told at its polls)
         self.unanswered: dict = {}  # walker -> ids of its flags whose refit failed its checks (told at its polls)
         self._answered_rows: set = set()  # store rows of the last refit attempt, published or rejected
-        self._refitting = False
+        self._refitting = False  # (one bool, set by the refit thread only)
         self.identities: dict = {}  # ZeroMQ routing id -> (walker, last contact)
         self.stats = dict(started=time.time(), refits=0, refit_seconds=0.0, rejected_refits=0,
                           rejected_in_a_row=0, last_rejection=None, requeued_at_start=requeued,
@@ -115,8 +128,8 @@ class Server:
         self.executor = make_executor(self.cfg.executor, self.reference)
         self.refitter = Refitter(self.spec, self.cfg.fit, self.store, self.versions, self.initial,
                                  report=self._on_filtered, initial_names=self.initial_names)
-        threads = [threading.Thread(target=self._guard, args=(self._scheduler,), name="scheduler", daemon=True),
-                   threading.Thread(target=self._guard, args=(self._refit_loop,), name="refit", daemon=True)]
+        threads = [threading.Thread(target=self._run_or_stop, args=(self._scheduler,), name="scheduler", daemon=True),
+                   threading.Thread(target=self._run_or_stop, args=(self._refit_loop,), name="refit", daemon=True)]
         for t in threads:
             t.start()
         self._write_status()
@@ -143,15 +156,18 @@ class Server:
     def _on_filtered(self, name: str, problem: str, row_id=None):
         """A label kept out of fits (Refitter.filter_label): logged, printed, in the status, told to its walker."""
         self.log("filtered", name=name, row=row_id, problem=problem)
-        self.stats["filtered_labels"] += 1
-        self.stats["filtered"] = (self.stats["filtered"] + [dict(name=name, problem=problem, time=time.time())])[-10:]
+        with self._state_lock:  # called from the scheduler thread and from the refit thread
+            self.stats["filtered_labels"] += 1
+            self.stats["filtered"] = (self.stats["filtered"] + [dict(name=name, problem=problem, time=time.time())])[-10:]
         self.say(f"label {name} filtered, not fitted: {problem}")
         if row_id is not None:
             walker, flag_id = self.store.flag_origin(row_id)
             if flag_id:  # a walker holding at this flag (on_flag wait) learns no refit follows
-                self.filtered.setdefault(walker, set()).add(flag_id)
+                with self._state_lock:
+                    self.filtered.setdefault(walker, set()).add(flag_id)
 
-    def _guard(self, fn):
+    def _run_or_stop(self, fn):
+        """Body of a background thread: run `fn`; if it raises, log the traceback and stop the server."""
         try:
             fn()
         except Exception:  # a dead background thread must not go unnoticed: log and stop the server
@@ -185,10 +201,12 @@ class Server:
 
     def _announce(self, version):
         now = time.time()
-        for ident, (walker, seen) in list(self.identities.items()):
-            if now - seen < ANNOUNCE_WINDOW:
-                self._send(ident, {"type": "announce", "version": version})
-        self.log("announce", version=version, walkers=len(self.identities))
+        with self._state_lock:
+            recent = [ident for ident, (walker, seen) in self.identities.items() if now - seen < ANNOUNCE_WINDOW]
+            known = len(self.identities)
+        for ident in recent:
+            self._send(ident, {"type": "announce", "version": version})
+        self.log("announce", version=version, walkers=known)
 
     def _handle(self, frames: list):
         ident, rid, kind = frames[0], None, None
@@ -210,7 +228,8 @@ class Server:
                                                              "(replayed message or unsynchronised clock)", kind)
             reply = getattr(self, f"_on_{kind}")(ident, msg)
         except protocol.ProtocolError as err:
-            self.stats["protocol_errors"] += 1
+            with self._state_lock:
+                self.stats["protocol_errors"] += 1
             rid = rid if rid is not None else err.rid  # a message refused in validation still names its request
             reply = protocol.error_reply(err, rid)
             if err.code == protocol.BAD_CONFIG:
@@ -223,11 +242,13 @@ class Server:
             reply["rid"] = rid
         self._send(ident, reply)
 
-    def _contact(self, ident, walker: str, **fields):
+    def _contact(self, ident, walker: str, new_flags: int = 0, **fields):
         now = time.time()
-        self.identities[ident] = (walker, now)
-        w = self.walkers.setdefault(walker, dict(flags=0, first_contact=now))
-        w.update(last_contact=now, **fields)
+        with self._state_lock:
+            self.identities[ident] = (walker, now)
+            w = self.walkers.setdefault(walker, dict(flags=0, first_contact=now))
+            w.update(last_contact=now, **fields)
+            w["flags"] += new_flags
 
     def _on_hello(self, ident, msg):
         self._contact(ident, msg["walker"], run_id=msg.get("run_id"))
@@ -249,9 +270,8 @@ class Server:
         prov["walker"] = msg["walker"]
         prov["flag_id"] = msg.get("id")
         row_id, key, new = self.store.add_flag(atoms, prov)  # committed (fsync) before the ack below
-        self._contact(ident, msg["walker"])
+        self._contact(ident, msg["walker"], new_flags=int(new))
         if new:
-            self.walkers[msg["walker"]]["flags"] += 1
             self.wake_scheduler.set()
         self.log("flag", walker=msg["walker"], row=row_id, key=key, new=new, step=prov.get("step"),
                  f_max=prov.get("f_max"), n_atoms=len(atoms))
@@ -262,9 +282,11 @@ class Server:
         self._contact(ident, msg["walker"], version=msg["version"])
         cur = self.versions.current()
         if cur is None or cur["version"] <= msg["version"]:
+            with self._state_lock:  # the scheduler and refit threads add to these sets
+                filtered = sorted(self.filtered.get(msg["walker"], ()))
+                rejected = sorted(self.unanswered.get(msg["walker"], ()))
             return {"type": "none", "version": -1 if cur is None else cur["version"],
-                    "filtered": sorted(self.filtered.get(msg["walker"], ())),
-                    "refit_rejected": sorted(self.unanswered.get(msg["walker"], ()))}
+                    "filtered": filtered, "refit_rejected": rejected}
         pointer, data = self.versions.current_bytes()
         return {"type": "params", "version": pointer["version"], "hash": pointer["hash"], "data": data}
 
@@ -273,12 +295,17 @@ class Server:
 
     # ---- status ---------------------------------------------------------------------------
     def status(self) -> dict:
+        """A snapshot, safe to serialise or change in any thread: the shared state is copied under
+        the state lock (the store and version files are read outside it)."""
         # refit_pending: a refit running, or due for labels already in (a version newer than the newest follows)
         pending = self._refitting or self.policy.due(self.refitter.new_labels(), 0.0)
-        return dict(address=self.address, pid=os.getpid(), counts=self.store.counts(),
-                    versions=self.versions.versions(), current=self.versions.current(),
-                    walkers=self.walkers, recent_errors=self.store.recent_errors(5),
-                    stats={**self.stats, "refit_pending": pending}, time=time.time())
+        counts, versions, current = self.store.counts(), self.versions.versions(), self.versions.current()
+        recent_errors = self.store.recent_errors(5)
+        with self._state_lock:
+            walkers, stats = copy.deepcopy(self.walkers), copy.deepcopy(self.stats)
+        return dict(address=self.address, pid=os.getpid(), counts=counts, versions=versions, current=current,
+                    walkers=walkers, recent_errors=recent_errors, stats={**stats, "refit_pending": pending},
+                    time=time.time())
 
     # ---- what an in-process owner (pylal campaign) may ask --------------------------------------
     def newest_version(self) -> int | None:
@@ -304,7 +331,7 @@ class Server:
         return self.refitter.fit_unpublished(**settings_changes)
 
     def _write_status(self):
-        _atomic_json(self.cfg.run_dir / "status.json", self.status())
+        _atomic_json(self.cfg.run_dir / "status.json", self.status())  # a snapshot: written without the lock
 
     # ---- labelling ------------------------------------------------------------------------
     def _scheduler(self):
@@ -332,7 +359,8 @@ class Server:
                     self.log("retry", row=row_id, attempt=n, error=result["error"])
                 else:
                     self.store.mark_failed(row_id, result["error"], n)
-                    self.stats["label_errors"] += 1
+                    with self._state_lock:
+                        self.stats["label_errors"] += 1
                     self.log("label_failed", row=row_id, attempts=n, error=result["error"])
             if self.stats["refits"] != refits_seen:
                 refits_seen, round_started = self.stats["refits"], 0
@@ -418,60 +446,64 @@ class Server:
         self._refitting = True
         try:
             self.refitter.update_design()  # (the refit does it too) to say what this refit fits
-            self.stats["refit_running"] = dict(version=(self.versions.latest() or 0) + 1, started=time.time(),
-                                               configs=len(self.refitter.design), size=self.refitter.spec.size)
+            running = dict(version=(self.versions.latest() or 0) + 1, started=time.time(),
+                           configs=len(self.refitter.design), size=self.refitter.spec.size)
+            with self._state_lock:
+                self.stats["refit_running"] = running
             pointer = self.refitter.refit()
         finally:
             self._refitting = False
-            self.stats["refit_running"] = None
+            with self._state_lock:
+                self.stats["refit_running"] = None
         dt = time.perf_counter() - t0
-        self.stats["refits"] += 1
-        self.stats["refit_seconds"] = round(dt, 3)
+        with self._state_lock:
+            self.stats["refits"] += 1
+            self.stats["refit_seconds"] = round(dt, 3)
         if "rejected" in pointer:  # the fit failed its sanity checks: walkers keep the current version
             from pylal.fit.checks import likely_cause
 
-            self.stats["rejected_refits"] += 1
-            self.stats["rejected_in_a_row"] += 1
             rejection = dict(reasons=pointer["rejected"], file=pointer["file"], version=pointer.get("version"),
                              configs=pointer["n_configs"], likely_cause=likely_cause(pointer["rejected"]),
                              worst=pointer.get("worst", []), advice=pointer.get("advice", ""),
                              prior_force_rmse=pointer.get("prior_force_rmse"),
                              current=(self.versions.current() or {}).get("version"), time=time.time())
-            self.stats["last_rejection"] = rejection
+            with self._state_lock:  # the rejection first: whoever sees the count sees it
+                self.stats["last_rejection"] = rejection
+                self.stats["rejected_refits"] += 1
+                self.stats["rejected_in_a_row"] += 1
             self.log("refit_rejected", reason=reason, problems=pointer["rejected"], file=pointer["file"],
                      configs=pointer["n_configs"], seconds=round(dt, 3), worst=rejection["worst"],
                      advice=rejection["advice"])
             self.say(format_rejection(rejection))
-            for row_id in self.refitter.rows - self._answered_rows:
-                walker, flag_id = self.store.flag_origin(row_id)
-                if flag_id:  # a walker holding at this flag (on_flag wait) learns no version follows it
-                    self.unanswered.setdefault(walker, set()).add(flag_id)
-            self._answered_rows = set(self.refitter.rows)
+            rows = set(self.refitter.rows)
+            # a walker holding at one of these flags (on_flag wait) learns no version follows it
+            origins = [self.store.flag_origin(row_id) for row_id in sorted(rows - self._answered_rows)]
+            with self._state_lock:
+                for walker, flag_id in origins:
+                    if flag_id:
+                        self.unanswered.setdefault(walker, set()).add(flag_id)
+                self._answered_rows = rows
             return
-        self._answered_rows = set(self.refitter.rows)
-        self.stats["rejected_in_a_row"] = 0
-        self.stats["newest"] = dict(version=pointer["version"], configs=pointer["n_configs"],
-                                    calibration_scale=pointer.get("calibration_scale"),
-                                    holdout=pointer.get("holdout"))
+        growth = pointer.get("growth")
+        with self._state_lock:
+            self._answered_rows = set(self.refitter.rows)
+            self.stats["rejected_in_a_row"] = 0
+            self.stats["newest"] = dict(version=pointer["version"], configs=pointer["n_configs"],
+                                        calibration_scale=pointer.get("calibration_scale"),
+                                        holdout=pointer.get("holdout"))
+            if "over_budget" in pointer:
+                self.stats["over_budget"] = pointer["over_budget"]
+            if growth is not None:  # a copy: the refitter appends to its log outside the state lock
+                self.stats["growth"] = list(self.refitter.growth_log)
         self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
                  configs=pointer["n_configs"], seconds=round(dt, 3), calibration_scale=pointer.get("calibration_scale"),
                  holdout=pointer.get("holdout"))
         if dt >= RUNNING_NOTICE:
             self.say(f"refit v{pointer['version']} published: {pointer['n_configs']} configurations, {dt:.0f} s")
-        shrink = pointer.get("shrink")
-        if shrink is not None:
-            self.log("refit_shrunk_to_prior", version=pointer["version"], **shrink)
-            self.say(f"refit v{pointer['version']}: its cross-validation force error {shrink['cv_force_rmse']:.3g} eV/A "
-                     f"exceeded the prior's alone ({shrink['prior_force_rmse']:.3g}): the correction is shrunk by "
-                     f"{shrink['factor']:.2f} toward the prior (-> {shrink['shrunk_force_rmse']:.3g} eV/A); more labels "
-                     f"will let it grow back")
         if "over_budget" in pointer:
-            self.stats["over_budget"] = pointer["over_budget"]
             self.log("refit_over_budget", message=pointer["over_budget"])
             self.say(pointer["over_budget"])
-        growth = pointer.get("growth")
         if growth is not None:
-            self.stats["growth"] = self.refitter.growth_log
             self.log("basis_growth", **growth)
             verdict = (f"v{pointer['version']} uses it" if growth["accepted"]
                        else "kept the current basis (cross-validation gain < 5%, or its checks failed)")
