@@ -115,7 +115,7 @@ def quick() -> float:
     from pylal.fit.design import Weights
     from pylal.fit.holdout import HeldOut
     from pylal.server.executor import label_config
-    from pylal.server.refit import spec_from_config
+    from pylal.model.registry import spec_from_config
 
     if not DATASET.exists():
         raise SystemExit(f"{DATASET}: no cached data set; run the full benchmark first (without --quick)")

@@ -6,13 +6,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pylal.fit.growth import RefitCost, first_spec, growth_decision, next_spec
+from pylal.fit.growth import RefitCost, growth_decision
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
 from pylal.reference import label, make_calculator
 from pylal.sampling import diamond_si
 from pylal.server.config import ConfigError, ServerConfig
-from pylal.server.refit import Refitter, basis_grows, spec_from_config
+from pylal.model.registry import basis_grows, spec_from_config
+from pylal.server.refit import Refitter
 from pylal.server.store import Store
 from pylal.server.versions import VersionStore
 
@@ -37,14 +38,15 @@ def test_unset_size_keys_start_on_the_ladder_and_grow_set_ones_stay():
     spec = spec_from_config(five)
     assert spec.size == 765
     top = spec
-    while next_spec(top) is not None:
-        top = next_spec(top)
+    while top.grown() is not None:
+        top = top.grown()
     assert (top.n_max, top.l_max) == (8, 4) and top.size == 3485
 
 
 def test_growth_decision_rules():
-    spec = first_spec(BasisSpec(species=("Si",), r_cut=3.8))
-    larger = next_spec(spec)
+    spec = BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=3)
+    larger = spec.grown()
+    assert (larger.n_max, larger.l_max) == (6, 3)
     fit = Parameters(spec, np.zeros(spec.size), np.zeros((2, spec.size)), 1.0, hyper={"n_effective": 0.9 * spec.size})
     cost = RefitCost()
     assert growth_decision(spec, fit, 10 * larger.size, cost, 60.0).spec == larger

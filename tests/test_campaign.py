@@ -48,7 +48,7 @@ def test_config_defaults_and_errors(tmp_path):
 
 def test_the_demo_input_builds_an_ace_basis():
     from pylal.model.ace import AceSpec
-    from pylal.server.refit import spec_from_config
+    from pylal.model.registry import spec_from_config
 
     cfg = CampaignConfig.load(ROOT / "inputs" / "si" / "campaign.toml")
     spec = spec_from_config(cfg.server.fit)

@@ -5,7 +5,8 @@ from ase import Atoms
 from ase.data import covalent_radii
 
 from pylal.calculator import PylalCalculator
-from pylal.model.basis import BasisSpec, spec_from_dict
+from pylal.model.basis import BasisSpec
+from pylal.model.registry import spec_from_dict
 from pylal.model.params import Parameters
 from pylal.model.zbl import switch_radii
 from pylal.server.config import ConfigError, ServerConfig

@@ -84,6 +84,42 @@ class AceSpec:
     def from_dict(cls, d: dict) -> "AceSpec":
         return spec_from_fields(cls, {k: v for k, v in d.items() if k != "kind"})
 
+    # --- from a [fit] table, and the ladder of a basis that grows (pylal.fit.growth) ---
+    LADDER = (10, 12, 14, 16, 18)  # max_degree
+
+    @classmethod
+    def size_unset(cls, fit_cfg) -> bool:
+        return fit_cfg.max_degree == 0
+
+    @classmethod
+    def from_config(cls, fit_cfg) -> "AceSpec":
+        """[fit] species, r_cut, order, max_degree, wL, prior; an unset max_degree: the ladder's first step."""
+        from pylal.model.zbl import prior_from_json
+
+        return cls(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, order=fit_cfg.order,
+                   max_degree=fit_cfg.max_degree or cls.LADDER[0], wL=fit_cfg.wL,
+                   prior=prior_from_json(fit_cfg.prior or None))
+
+    def grown(self) -> "AceSpec | None":
+        larger = [d for d in self.LADDER if d > self.max_degree]
+        return dataclasses.replace(self, max_degree=larger[0]) if larger else None
+
+    def size_label(self) -> str:
+        return f"max_degree {self.max_degree}, D {self.size}"
+
+    def kernel(self):
+        """ace-jax's C++ force kernel (pylal.model.ace_kernel), or None (with a warning) where it cannot be
+        compiled: the forces then come from ace-jax's XLA path (exact radial, slower)."""
+        import warnings
+
+        from pylal.model.ace_kernel import KernelUnavailable, ace_kernel
+
+        try:
+            return ace_kernel(self)
+        except KernelUnavailable as e:
+            warnings.warn(f"{e}: the ACE forces fall back to ace-jax's XLA path (exact radial, slower)")
+            return None
+
     # --- the basis interface used by pylal.model.committee and pylal.fit ---
     def arrays(self):
         """The arrays of the ace-jax model: pass them into compiled code as an argument (`model(arrays)`

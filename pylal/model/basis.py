@@ -98,6 +98,31 @@ class BasisSpec:
     def from_dict(cls, d: dict) -> "BasisSpec":
         return spec_from_fields(cls, d)
 
+    # --- from a [fit] table, and the ladder of a basis that grows (pylal.fit.growth) ---
+    LADDER = ((4, 3), (6, 3), (6, 4), (8, 4))  # (n_max, l_max)
+
+    @classmethod
+    def size_unset(cls, fit_cfg) -> bool:
+        return fit_cfg.n_max == 0 and fit_cfg.l_max == -1
+
+    @classmethod
+    def from_config(cls, fit_cfg) -> "BasisSpec":
+        """[fit] species, r_cut, r_min, n_max, l_max, chem_channels, prior; unset sizes: the ladder's first step."""
+        return cls(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=fit_cfg.r_min,
+                   n_max=fit_cfg.n_max or cls.LADDER[0][0], l_max=fit_cfg.l_max if fit_cfg.l_max >= 0 else cls.LADDER[0][1],
+                   chem_channels=fit_cfg.chem_channels, prior=prior_from_json(fit_cfg.prior or None))
+
+    def grown(self) -> "BasisSpec | None":
+        """The next step of the ladder (None: at or beyond its top)."""
+        larger = [s for s in self.LADDER if s > (self.n_max, self.l_max) and s[0] >= self.n_max and s[1] >= self.l_max]
+        return dataclasses.replace(self, n_max=larger[0][0], l_max=larger[0][1]) if larger else None
+
+    def size_label(self) -> str:
+        return f"n_max {self.n_max}, l_max {self.l_max}, D {self.size}"
+
+    def kernel(self):
+        return None  # no compiled force kernel: forces by autodiff, member forces by member_gradients
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
@@ -144,15 +169,6 @@ def spec_from_fields(cls, d: dict):
     if "prior" in d:
         d["prior"] = prior_from_json(d["prior"])
     return cls(**d)
-
-
-def spec_from_dict(d: dict):
-    """A basis spec from its dict (a parameter file header): BasisSpec, or AceSpec for kind "ace"."""
-    if d.get("kind", "power") == "ace":
-        from pylal.model.ace import AceSpec
-
-        return AceSpec.from_dict(d)
-    return BasisSpec.from_dict({k: v for k, v in d.items() if k != "kind"})
 
 
 SATURATION = 0.05  # how far below -1 the Chebyshev argument may go (T_n(-1.05) <= cosh(n acosh 1.05))
@@ -204,7 +220,6 @@ def atomic_features(spec: BasisSpec, vectors, centers, neighbor_species, n_cente
     vectors: (P, 3) pair displacements r_j - r_i; padded pairs must have |r| >= r_cut.
     centers: (P,) centre index in [0, n_centers); neighbor_species: (P,) species index.
     """
-    c = spec.n_channels
     r = jnp.linalg.norm(vectors, axis=-1)
     radial = radial_basis(spec, r)  # (P, N)
     ylm = sphericart_jax.spherical_harmonics(vectors, spec.l_max)  # (P, LM)

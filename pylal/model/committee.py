@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -179,16 +178,8 @@ def _step(spec: BasisSpec, kernel, charges, switch, mode: str, reduce_sum, n_ato
 
 
 def _kernel_for(spec, use_kernel: bool):
-    """ace-jax's C++ kernel for an ACE spec (None: the autodiff path)."""
-    if not use_kernel or spec.kind != "ace":
-        return None
-    from pylal.model.ace_kernel import KernelUnavailable, ace_kernel
-
-    try:
-        return ace_kernel(spec)
-    except KernelUnavailable as e:
-        warnings.warn(f"{e}: the ACE forces fall back to ace-jax's XLA path (exact radial, slower)")
-        return None
+    """The basis's compiled force kernel (ace-jax's C++ kernel for ACE), or None: the autodiff path."""
+    return spec.kernel() if use_kernel else None
 
 
 class CommitteeModel:

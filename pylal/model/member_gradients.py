@@ -61,7 +61,6 @@ class PairExpansion(NamedTuple):
 
 
 def pair_expansion(spec: BasisSpec, vectors, centers, neighbor_species, n_centers: int) -> PairExpansion:
-    c = spec.n_channels
     r = jnp.linalg.norm(vectors, axis=-1)
     radial, d_radial = jax.jvp(lambda x: radial_basis(spec, x), (r,), (jnp.ones_like(r),))
     ylm, d_ylm = sphericart_jax.dsph.dsph(vectors, spec.l_max, True)  # (P, LM), (P, 3, LM)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pylal.files import atomic_write
-from pylal.model.basis import BasisSpec, spec_from_dict
+from pylal.model.basis import BasisSpec
+from pylal.model.registry import spec_from_dict
 from pylal.prior.spec import LammpsPrior, PriorError
 
 FORMAT = "pylal-params/2"

@@ -142,8 +142,10 @@ class ServerConfig:
             cfg.fit.lammps_prior_file = str(cfg.run_dir / cfg.fit.lammps_prior_file)
         if cfg.fit.holdout_file:
             cfg.fit.holdout_file = str(cfg.run_dir / cfg.fit.holdout_file)
-        if cfg.fit.basis not in ("power", "ace"):
-            raise ConfigError(f"[fit] basis = {cfg.fit.basis!r}: expected 'power' or 'ace'")
+        from pylal.model.registry import kinds
+
+        if cfg.fit.basis not in kinds():
+            raise ConfigError(f"[fit] basis = {cfg.fit.basis!r}: expected one of {kinds()}")
         if cfg.fit.method not in ("brr", "ard"):
             raise ConfigError(f"[fit] method = {cfg.fit.method!r}: expected 'brr' or 'ard'")
         if cfg.fit.calibrate not in ("cv", "none"):

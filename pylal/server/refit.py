@@ -15,10 +15,10 @@ from pylal.fit.checks import (MAX_CV_PRIOR_RATIO, MIN_CONTACT, FitLimits, advice
                                prior_force_rmse, worst_configurations)
 from pylal.fit.committee import FitSettings, fit_design
 from pylal.fit.design import DesignSet, Weights
-from pylal.fit.growth import (LADDER_ACE, LADDER_POWER, RETRY_GROWTH, RefitCost, cv_force_rmse, growth_accepted,
-                               growth_decision, size_label)
+from pylal.fit.growth import RETRY_GROWTH, RefitCost, cv_force_rmse, growth_accepted, growth_decision
 from pylal.model.basis import BasisSpec
 from pylal.model.params import Parameters
+from pylal.model.registry import basis_grows, spec_from_config  # noqa: F401 (spec_from_config: the server's)
 from pylal.server.versions import VersionStore
 
 
@@ -32,33 +32,6 @@ class RefitPolicy:
         if new_labels <= 0:
             return False
         return new_labels >= self.every_labels or (self.every_seconds > 0 and seconds_since_fit >= self.every_seconds)
-
-
-def basis_grows(fit_cfg) -> bool:
-    """An unset basis size grows with the data ([fit] grow; pylal.fit.growth)."""
-    unset = fit_cfg.max_degree == 0 if fit_cfg.basis == "ace" else (fit_cfg.n_max == 0 and fit_cfg.l_max == -1)
-    return bool(fit_cfg.grow and unset)
-
-
-def initial_params_absent(fit_cfg) -> bool:
-    """Walkers start from [fit] initial_params: its basis is theirs, and stays."""
-    return not getattr(fit_cfg, "initial_params", "")
-
-
-def spec_from_config(fit_cfg) -> BasisSpec:
-    """The basis of [fit]; unset size keys take the first step of the growth ladder."""
-    from pylal.model.zbl import prior_from_json
-
-    prior = prior_from_json(fit_cfg.prior or None)  # [] or "" disables the ZBL prior
-    if fit_cfg.basis == "ace":
-        from pylal.model.ace import AceSpec
-
-        return AceSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, order=fit_cfg.order,
-                       max_degree=fit_cfg.max_degree or LADDER_ACE[0], wL=fit_cfg.wL, prior=prior)
-    return BasisSpec(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=fit_cfg.r_min,
-                     n_max=fit_cfg.n_max or LADDER_POWER[0][0],
-                     l_max=fit_cfg.l_max if fit_cfg.l_max >= 0 else LADDER_POWER[0][1],
-                     chem_channels=fit_cfg.chem_channels, prior=prior)
 
 
 def settings_from_config(fit_cfg) -> FitSettings:
@@ -114,7 +87,7 @@ class Refitter:
         self.weights = Weights(*fit_cfg.weights)
         self.prior = prior_from_config(fit_cfg)
         self._check_published_prior()
-        if basis_grows(fit_cfg) and initial_params_absent(fit_cfg):
+        if basis_grows(fit_cfg):
             self.spec = spec = self._grown_spec(spec)
         self.design = DesignSet(spec, self.weights, self.prior)
         self.settings = settings_from_config(fit_cfg)
@@ -133,7 +106,7 @@ class Refitter:
         self.n_initial = len(self.design)
         self.rows: set[int] = set()  # store rows in the design: labels can finish out of row order
         # a basis of unset size grows with the data within [fit] refit_budget (pylal.fit.growth)
-        self.grows = basis_grows(fit_cfg) and initial_params_absent(fit_cfg)
+        self.grows = basis_grows(fit_cfg)
         self.budget = float(getattr(fit_cfg, "refit_budget", 60.0))
         self.cost = RefitCost()
         self.growth_log: list[dict] = []  # every growth decision that tried a larger basis
@@ -247,7 +220,7 @@ class Refitter:
             info["shrink"] = params.hyper["shrink"]
         if params.hyper["seconds"] > self.budget:
             info["over_budget"] = (f"refit v{params.version} took {params.hyper['seconds']:.0f} s > [fit] refit_budget "
-                                   f"{self.budget:g} s ({size_label(self.spec)}); a smaller basis (n_max, l_max, "
+                                   f"{self.budget:g} s ({self.spec.size_label()}); a smaller basis (n_max, l_max, "
                                    f"max_degree, chem_channels) refits faster")
         pointer = self.versions.publish(params, **info)
         return self.grow(params, pointer) if self.grows else pointer
@@ -270,7 +243,7 @@ class Refitter:
         trial = fit_design(design, self.settings, seed=self.cfg.seed + current.version + 1, version=current.version + 1)
         self.cost.record(decision.spec.size, trial.hyper["seconds"])
         holdout = self._holdout(decision.spec)
-        record = dict(version=current.version, tried=size_label(decision.spec), reason=decision.reason,
+        record = dict(version=current.version, tried=decision.spec.size_label(), reason=decision.reason,
                       cv_force_rmse=[cv_force_rmse(current), cv_force_rmse(trial)],
                       seconds=round(time.perf_counter() - t0, 3))
         if holdout is not None:
@@ -286,7 +259,7 @@ class Refitter:
         trial.hyper["last_row"] = self.last_row
         trial.hyper["growth"] = record
         info = dict(n_configs=len(design), last_row=self.last_row, calibration_scale=trial.hyper["calibration"].get(
-            "scale"), fit_seconds=trial.hyper["seconds"], basis=size_label(decision.spec))
+            "scale"), fit_seconds=trial.hyper["seconds"], basis=decision.spec.size_label())
         if holdout is not None:
             info["holdout"] = trial.hyper["holdout"] = holdout.errors(trial)
         return dict(self.versions.publish(trial, **info), growth=record)
