@@ -56,3 +56,20 @@ def basis_grows(fit_cfg) -> bool:
     [fit] initial_params (its basis is theirs, and stays)."""
     return bool(fit_cfg.grow and spec_class(fit_cfg.basis).size_unset(fit_cfg)
                 and not getattr(fit_cfg, "initial_params", ""))
+
+
+def autodiff_member_pair_gradients(spec, vectors, centers, slots, n_slots, center_species, neighbor_species,
+                                   pair_mask, node_species, coefs, arrays):
+    """The default member gradients of any basis: dE^m/dr_p (M, P, 3) for coefs (M, S, n_per_species), one
+    reverse pass of `atomic_features` per coefficient vector (a vmap of its vjp). The power basis
+    (pylal.model.member_gradients) and ACE's kernel implement the same contract faster."""
+    import jax
+
+    n_centers = node_species.shape[0]
+
+    def features(v):
+        return spec.atomic_features(v, centers, center_species, neighbor_species, n_centers, pair_mask, arrays)
+
+    _, pullback = jax.vjp(features, vectors)
+    (grads,) = jax.vmap(pullback)(coefs[:, node_species, :])
+    return grads * pair_mask[None, :, None]
