@@ -105,3 +105,16 @@ def test_a_fixed_basis_never_grows_and_a_slow_refit_is_reported(tmp_path, sw_cel
     pointer = refitter.refit()
     assert "growth" not in pointer and pointer["version"] == 1
     assert "refit_budget" in pointer["over_budget"] and "n_max 3, l_max 2" in pointer["over_budget"]
+
+
+def test_r_min_follows_the_shortest_distance_of_the_system():
+    from ase.build import bulk, molecule
+
+    from pylal.model.basis import default_r_min
+
+    assert default_r_min(["Si"], [bulk("Si", "diamond", 5.431)]) == pytest.approx(1.50)  # the tuned Si value
+    assert default_r_min(["C", "O", "H"], [molecule("CH3CH2OH")]) == pytest.approx(0.60)  # O-H 0.97 A
+    assert default_r_min(["Ga", "N"], [bulk("GaN", "wurtzite", a=3.19, c=5.19)]) == pytest.approx(1.25)
+    assert default_r_min(["Si"]) == pytest.approx(1.40)  # no structure: the species' covalent bond
+    assert spec_from_config(fit_config()).r_min == pytest.approx(1.40)
+    assert spec_from_config(fit_config(r_min=1.7)).r_min == 1.7

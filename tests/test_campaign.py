@@ -42,7 +42,7 @@ def test_config_defaults_and_errors(tmp_path):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[[walkers]]\nname = "a"\n[[walkers]]\nname = "a"\n'))
     with pytest.raises(ConfigError, match=r"\[fit\] n_max"):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nn_max = "8"\n'))
-    with pytest.raises(ConfigError, match=r"\[fit\] basis = 'pace': expected 'power' or 'ace'"):
+    with pytest.raises(ConfigError, match=r"\[fit\] basis = 'pace': expected one of \['ace', 'power'\]"):
         CampaignConfig.load(write_toml(tmp_path / "c.toml", '[fit]\nbasis = "pace"\n'))
 
 

@@ -154,6 +154,7 @@ class Campaign:
 
         self.cfg.server.fit.initial_data = [str(self.run / "initial.xyz")]
         self.cfg.server.fit.holdout_file = str(self.run / "holdout.xyz")  # every version's held-out errors
+        self.choose_basis()
         self.server = Server(self.cfg.server)
         self.server_thread = threading.Thread(target=self.server.serve, kwargs=dict(install_signals=False),
                                               name="refit-server", daemon=True)
@@ -170,6 +171,27 @@ class Campaign:
             time.sleep(0.5)
         self.say(f"refit server at {self.server.address}: version {self.server.newest_version()} fitted to "
                  f"{len(self.server.initial)} initial configurations")
+
+    def choose_basis(self):
+        """What the campaign derives for the basis from its own system, printed: r_min from the initial
+        structure when [fit] r_min is unset (pylal.model.basis.default_r_min), and the starting size."""
+        from pylal.model.basis import R_MIN_FRACTION, shortest_distance, default_r_min
+        from pylal.model.registry import basis_grows, spec_from_config
+
+        fit = self.cfg.server.fit
+        if fit.basis == "power" and not fit.r_min:
+            init = self.cfg.initial
+            structures = read(init.file, index=":") if init.file else [self.bulk_cell(init.seed)]
+            fit.r_min = default_r_min(fit.species, structures)
+            self.say(f"basis: r_min {fit.r_min:.2f} A ({R_MIN_FRACTION:g} x the shortest distance "
+                     f"{min(shortest_distance(a) for a in structures):.2f} A of the initial structure)")
+        if not fit.initial_params:
+            spec = spec_from_config(fit)
+            grows = (f"grows with the data within [fit] refit_budget {fit.refit_budget:g} s per refit"
+                     if basis_grows(fit) else "fixed by [fit]")
+            self.say(f"basis: {fit.basis} {spec.size_label()}"
+                     + (f", {spec.n_chemical} chemical channels for {spec.n_species} species" if fit.basis == "power"
+                        else "") + f"; {grows}")
 
     @staticmethod
     def no_usable_fit(rejected: dict) -> str:
@@ -190,6 +212,17 @@ class Campaign:
             for f in (stats.get("filtered") or [])[-(n - seen.get("filtered", 0)):]:
                 self.say(f"label {f['name']} filtered, not fitted: {f['problem']}")
             seen["filtered"] = n
+        growth = stats.get("growth") or []
+        for g in growth[seen.get("growth", 0):]:
+            self.say(f"basis growth after v{g['version']}: tried {g['tried']} ({g['reason']}): CV force RMSE "
+                     f"{g['cv_force_rmse'][0]:.4f} -> {g['cv_force_rmse'][1]:.4f} eV/A"
+                     + (f", held-out {g['holdout_force_rmse'][0]:.4f} -> {g['holdout_force_rmse'][1]:.4f}"
+                        if "holdout_force_rmse" in g else "")
+                     + ("; published" if g["accepted"] else "; kept the current basis"))
+        seen["growth"] = len(growth)
+        if stats.get("over_budget") and stats["over_budget"] != seen.get("over_budget"):
+            self.warn(stats["over_budget"])
+            seen["over_budget"] = stats["over_budget"]
         rejection = stats.get("last_rejection")
         if rejection and rejection.get("time") != seen.get("rejection"):
             self.say(format_rejection(rejection))

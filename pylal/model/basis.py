@@ -108,7 +108,8 @@ class BasisSpec:
     @classmethod
     def from_config(cls, fit_cfg) -> "BasisSpec":
         """[fit] species, r_cut, r_min, n_max, l_max, chem_channels, prior; unset sizes: the ladder's first step."""
-        return cls(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=fit_cfg.r_min,
+        r_min = fit_cfg.r_min or default_r_min(fit_cfg.species)
+        return cls(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, r_min=r_min,
                    n_max=fit_cfg.n_max or cls.LADDER[0][0], l_max=fit_cfg.l_max if fit_cfg.l_max >= 0 else cls.LADDER[0][1],
                    chem_channels=fit_cfg.chem_channels, prior=prior_from_json(fit_cfg.prior or None))
 
@@ -149,6 +150,33 @@ class BasisSpec:
 
     def constant_columns(self) -> np.ndarray:
         return constant_columns(self)
+
+
+R_MIN_FRACTION = 0.65  # r_min / shortest distance: Si 1.5 / 2.35, Al-Cu 2.0 / 2.86, C-H 0.7 / 1.09 (tuned by hand)
+
+
+def default_r_min(species, structures=()) -> float:
+    """r_min when the user does not set it: R_MIN_FRACTION x the shortest interatomic distance of the
+    given structures (periodic images included), or, without structures, of the shortest covalent bond
+    of the species (sum of ASE's covalent radii); rounded down to 0.05 A. Below r_min the radial functions
+    saturate, so r_min must lie below every bond length the dynamics visits often."""
+    from ase.data import atomic_numbers, covalent_radii
+
+    shortest = [shortest_distance(a) for a in structures if len(a) > 1]
+    shortest = [d for d in shortest if d > 0]
+    if shortest:
+        d = min(shortest)
+    else:
+        radii = [covalent_radii[atomic_numbers[e]] for e in species]
+        d = 2 * min(radii)
+    return max(0.05, np.floor(R_MIN_FRACTION * d / 0.05) * 0.05)
+
+
+def shortest_distance(atoms) -> float:
+    from ase.neighborlist import neighbor_list
+
+    d = neighbor_list("d", atoms, 4.0)
+    return float(d.min()) if len(d) else 0.0
 
 
 def spec_dict(spec) -> dict:

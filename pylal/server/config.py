@@ -39,7 +39,7 @@ class FitConfig:
     species: list = dataclasses.field(default_factory=lambda: ["Si"])
     r_cut: float = 3.8
     basis: str = "power"  # "power": pylal's basis (r_min, n_max, l_max); "ace": ace-jax's ACE (order, max_degree, wL)
-    r_min: float = 1.5
+    r_min: float = 0.0  # unset: 0.65 x the shortest distance of the campaign's initial structure (pylal.model.basis.default_r_min)
     # basis size: unset (0 / -1 / 0) starts on the first step of a ladder and grows with the data within
     # refit_budget (pylal.fit.growth: power (4, 3) -> (6, 3) -> (6, 4) -> (8, 4); ACE degree 10 -> 18);
     # a value fixes it
