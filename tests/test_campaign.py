@@ -196,8 +196,8 @@ def test_a_dead_walker_restarts_from_its_checkpoint(tmp_path, monkeypatch):
                               run_dir=tmp_path / "run")
     params = tmp_path / "p.npz"
     random_parameters(BasisSpec(species=("Si",), r_cut=3.8, n_max=4, l_max=2)).save(params)
-    monkeypatch.setattr(walkers_module.Walker, "start", lambda self: None)
-    walker = walkers_module.Walker(cfg.walkers[0], cfg, params, bulk("Si", "diamond", 5.431, cubic=True), 3.8)
+    monkeypatch.setattr(walkers_module.WalkerRun, "start", lambda self: None)
+    walker = walkers_module.WalkerRun(cfg.walkers[0], cfg, params, bulk("Si", "diamond", 5.431, cubic=True), 3.8)
     assert "checkpoint checkpoint.data" in " ".join(walker.command())
     first = walker.restart(params, reason="lost_atoms")
     assert (first["source"], first["data"]) == ("start structure", "start.data")
@@ -253,7 +253,7 @@ def test_validation_runs_the_mean_potential_without_f_i_checks(monkeypatch, tmp_
     from pylal.campaign.run import Campaign
     from pylal.model.basis import BasisSpec
     from pylal.validate.table import _as_calculator
-    from tests.conftest import random_parameters
+    from conftest import random_parameters
 
     seen = {}
 

@@ -2,13 +2,13 @@
 receive every version; rollback; near-duplicates dropped under a labelling budget; `pylal status`."""
 import os
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent / "server"))
-from helpers import HERE, ROOT, ThreadServer, si_cell, wait_until, write_config  # noqa: E402
+from helpers import HERE, ROOT, ThreadServer, returns_without_waiting, si_cell, wait_until, write_config  # noqa: E402
 
 from pylal.cli import main as cli  # noqa: E402
 from pylal.model.basis import BasisSpec  # noqa: E402
@@ -19,6 +19,18 @@ from pylal.server.versions import VersionStore  # noqa: E402
 
 SMALL_SPEC = BasisSpec(species=("Si",), r_cut=3.5, n_max=3, l_max=1)
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+
+
+class CountingEvent(threading.Event):
+    """Server.wake_refit that counts the refit loop's passes (one wait() at the top of each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        return super().wait(timeout)
 
 
 def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
@@ -38,9 +50,8 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
 
             first = [w.wait_for_version(1, 30) for w in walkers]
             assert all(p is not None and p.version == 1 for p in first)
-            t0 = time.perf_counter()
-            assert walkers[0].poll() is None  # nothing newer yet: returns at once
-            assert time.perf_counter() - t0 < 0.01
+            # nothing newer yet (no flag sent, so no version 2 can come): poll() returns None, not waiting for one
+            assert returns_without_waiting(walkers[0].poll, what="poll() with no newer version") is None
             for k in range(3):  # each flag -> one label -> version k + 2
                 walkers[k % 2].send_flag(si_cell(50 + k), {"step": 100 * k, "f_max": 0.4, "n_ranks": 2})
                 for w in walkers:
@@ -65,21 +76,28 @@ def test_two_walkers_get_every_version_and_rollback(tmp_path, capsys):
                 np.testing.assert_array_equal(p.mean, v2.mean)
                 np.testing.assert_array_equal(p.committee, v2.committee)
                 assert p.hyper["rollback_of"] == 2
+            loop = ts.server.wake_refit = CountingEvent()  # the refit loop reads it at every pass
             walkers[0].send_flag(si_cell(60), {"step": 999})
             wait_until(lambda: ts.server.store.counts()["labeled"] == 4, 30, what="label while held")
-            time.sleep(1.0)
+            passes = loop.waits
+            # two more waits: one whole pass of the refit loop ran with the label in (unheld, it refits
+            # there, synchronously, before waiting again)
+            wait_until(lambda: loop.waits >= passes + 2, 30, what="a pass of the refit loop after the label")
             assert VersionStore(ts.cfg.run_dir).latest() == 5  # HOLD: no refit
             assert ts.server.status()["stats"]["refit_pending"]  # a campaign must not call this converged
             (ts.cfg.run_dir / "HOLD").unlink()
             assert walkers[1].wait_for_version(6, 30).version == 6  # resumed
             wait_until(lambda: not ts.server.status()["stats"]["refit_pending"], 10, what="refit_pending cleared")
 
-            # pylal status: queue, labels, versions, walkers, errors
-            time.sleep(2.5)  # status.json is rewritten every 2 s
+            # pylal status: queue, labels, versions, walkers, errors; status.json is rewritten every 2 s
+            from pylal.server.status import collect_status, format_status
+
+            expected = ("4 flagged", "4 labeled", "current 6", "T800", "T1200", "server: running")
+            wait_until(lambda: all(e in format_status(collect_status(ts.cfg.run_dir)) for e in expected), 30,
+                       what=lambda: f"{expected} in pylal status:\n{format_status(collect_status(ts.cfg.run_dir))}")
             assert cli(["status", str(cfg)]) == 0
             out = capsys.readouterr().out
-            assert "4 flagged" in out and "4 labeled" in out and "current 6" in out
-            assert "T800" in out and "T1200" in out and "running" in out
+            assert all(e in out for e in expected), out
         finally:
             for w in walkers:
                 w.close()

@@ -33,7 +33,7 @@ from pylal.campaign.config import CampaignConfig
 from pylal.campaign.density import outside_holdout, volume_range
 from pylal.campaign.saturation import LearningCurve
 from pylal.campaign.trace import read_trace, summarize
-from pylal.campaign.walkers import Walker
+from pylal.campaign.walkers import WalkerRun
 from pylal.files import atomic_write
 
 
@@ -63,7 +63,7 @@ class Campaign:
         self.decided_on = {}  # per walker: step, version and quiet steps the termination was decided on
         self.holdout_volumes = None  # (min, max) volume per atom of the held-out set
         self.server = None
-        self.walkers: list[Walker] = []
+        self.walkers: list[WalkerRun] = []
         self.reference = None
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class Campaign:
         params = self.run / "current.npz"
         r_cut = self.server.spec.r_cut
         for k, w in enumerate(self.cfg.walkers):
-            walker = Walker(w, self.cfg, params, self.bulk_cell(self.cfg.initial.seed + 1000 + k), r_cut)
+            walker = WalkerRun(w, self.cfg, params, self.bulk_cell(self.cfg.initial.seed + 1000 + k), r_cut)
             walker.start()
             self.walkers.append(walker)
             (walker.dir / "tolerance.json").write_text(json.dumps(dict(f_tol=w.hal.get("f_tol", self.cfg.hal.f_tol),

@@ -64,7 +64,9 @@ def write_start_structure(atoms, path: Path, species: list):
     write(path, atoms, format="lammps-data", specorder=list(species), masses=True, atom_style="atomic")
 
 
-class Walker:
+class WalkerRun:
+    """One walker of the campaign: its folder, LAMMPS deck and process (pylal.lammps.walker.Walker is the
+    MD side inside LAMMPS)."""
     def __init__(self, cfg: WalkerConfig, campaign: CampaignConfig, params_path: Path, start_atoms, r_cut: float):
         self.cfg = cfg
         self.run_dir = campaign.server.run_dir

@@ -153,3 +153,25 @@ def wait_until(predicate, timeout, interval=0.05, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+
+
+def returns_without_waiting(fn, bound=30.0, what="the call"):
+    """fn() run in a thread; its value, once it has returned. For calls that must not wait on the server
+    or for a new version: the test arranges that what such a wait would wait for cannot come (no flag
+    sent, no server), so a waiting call never returns and the generous `bound` only ends the test."""
+    done, out = threading.Event(), []
+
+    def call():
+        try:
+            out.append(("value", fn()))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            out.append(("error", e))
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    assert done.wait(bound), f"{what} waited (for something that cannot come); it must return at once"
+    kind, value = out[0]
+    if kind == "error":
+        raise value
+    return value
