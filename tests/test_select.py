@@ -1,5 +1,4 @@
 """Batch selection on synthetic feature matrices with known answers (pylal.select, issue 6)."""
-import time
 
 import numpy as np
 import pytest
@@ -109,23 +108,21 @@ def test_posterior_features_reproduce_the_posterior_kernel():
     assert np.allclose(te.kernel(pool, pool), prior * pool @ cov @ pool.T, rtol=1e-6)
 
 
-def test_methods_on_a_pool_of_10000_by_200_take_seconds():
-    """All feature methods on n = 10,000, d = 200, b = 20 with 50 training points. Correctness
-    that does not depend on size; the time bound is generous (the benchmark has the figures)."""
+def test_methods_on_a_pool_of_10000_by_200():
+    """All feature methods on n = 10,000, d = 200, b = 20 with 50 training points: correctness that
+    does not depend on size. How long they take is measured by benchmarks/selection.py
+    (synthetic_timing, the same pool size), not asserted here."""
     rng = np.random.default_rng(6)
     n, d, b = 10_000, 200, 20
     latent = rng.normal(size=(n, 30)) @ rng.normal(size=(30, d))  # low-rank plus noise, like MD data
     pool = latent + 0.1 * rng.normal(size=(n, d))
     pool[:5000] *= 0.2  # a less uncertain half
     train = pool[rng.choice(n, 50)] + 0.01
-    t0 = time.perf_counter()
     picks = {m: select_batch(m, pool, train, b, np.random.default_rng(0)) for m in METHODS if m != "greedy_fi"}
-    elapsed = time.perf_counter() - t0
     for m, p in picks.items():
         assert len(p) == b and len(set(p.tolist())) == b, m
     assert np.linalg.matrix_rank(pool[picks["maxdet"]]) == b
     assert (picks["unc_cluster"] >= 5000).all() and (picks["maxdiag"] >= 5000).all()
-    assert elapsed < 30, elapsed
 
 
 def test_select_batch_interface():
