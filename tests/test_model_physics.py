@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from pylal.calculator import PylalCalculator
 from pylal.model.neighbors import ase_pairs
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 
 BASES = ["power", "ace"]  # pylal's own basis and ace-jax's ACE basis (pylal.model.ace)
@@ -64,14 +64,20 @@ def test_invariance_rotation_translation_permutation(cell, basis, request):
 def test_periodic_images_supercell(si_spec, si_cell):
     """A 2x1x2 supercell has 4x the energy and committee spread, and tiled forces."""
     calc = calc_for(si_spec)
-    e0, f0, _, _ = evaluate(calc, si_cell)
+    lam = calc.model.params.noise_precision
+    e0, f0, s0, _ = evaluate(calc, si_cell)
+    e_k0 = np.array(calc.results["energies_committee"])
     sc = si_cell.repeat((2, 1, 2))
-    e, f, _, _ = evaluate(calc, sc)
+    e, f, s, _ = evaluate(calc, sc)
+    e_k = np.array(calc.results["energies_committee"])
     assert e == pytest.approx(4 * e0, rel=1e-10)
     np.testing.assert_allclose(f, np.tile(f0, (4, 1)), atol=1e-9)
-    # sigma~^2 - 1/lambda scales with the square of the cell size (committee energies are extensive)
-    e_k0 = calc.results["energies_committee"]
-    assert np.all(np.isfinite(e_k0))
+    # sigma~^2 - 1/lambda scales with the square of the cell size (committee energies are extensive):
+    # every member's E^k is 4x, so the spread (1/K) sum_k (E^k - E_bar)^2 is 16x (HAL eq. 5)
+    assert e_k.shape == e_k0.shape == (8,) and np.ptp(e_k0) > 0
+    np.testing.assert_allclose(e_k, 4 * e_k0, rtol=1e-10)
+    assert s0**2 - 1 / lam > 0
+    assert s**2 - 1 / lam == pytest.approx(16 * (s0**2 - 1 / lam), rel=1e-8)
 
 
 @pytest.mark.parametrize("basis", BASES)
