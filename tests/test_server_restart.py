@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 import ase.db
+from ase.db.core import T2000, YEAR
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "server"))
-from helpers import HERE, ROOT, free_port, kill_process, si_cell, start_process, wait_until, write_config  # noqa: E402
+from helpers import (HERE, ROOT, free_port, kill_process, returns_without_waiting, si_cell, start_process,  # noqa: E402
+                     wait_until, write_config)
 
 from pylal.server.client import Client, request  # noqa: E402
 from pylal.server.auth import read_token  # noqa: E402
@@ -48,21 +50,31 @@ def test_kill_9_mid_queue_then_restart(tmp_path):
         assert client.flush(20)
         wait_until(lambda: _counts(run)[0].get("labeled", 0) >= 2, 60, what="some labels")
         hold.touch()
-        wait_until(lambda: _counts(run)[0].get("labeling", 0) >= 1, 10, what="a label in flight")
-        time.sleep(1.0)  # longer than a label: the one in flight now waits for `hold`
+        t_hold = time.time()
+
+        def held(row):
+            # handed to the executor (marked labeling, then submitted) so late that its reference, which
+            # sleeps `delay` before looking for `hold`, finds it: that label cannot finish before the kill
+            return row.status == "labeling" and row.mtime * YEAR + T2000 + 0.4 > t_hold
+
+        wait_until(lambda: any(held(r) for r in _counts(run)[2]), 30, what="a label in flight held by `hold`")
         os.kill(proc.pid, signal.SIGKILL)  # the server process only; its workers see EOF and exit
         proc.wait(10)
         before, _, _ = _counts(run)
         assert before.get("labeling", 0) >= 1 and before.get("queued", 0) > 0, before  # really mid-queue
         hold.unlink()
-        # MD goes on while the server is down: flags are spooled, nothing blocks
-        t0 = time.perf_counter()
-        for i, atoms in enumerate(cells[10:], start=10):
-            client.send_flag(atoms, {"step": i, "f_max": 0.5})
-        client.send_flag(cells[0], {"step": 0})  # a resend of an already stored flag: deduplicated
-        assert time.perf_counter() - t0 < 0.05
-        time.sleep(1.0)
-        assert client.pending == 7 and len(list((tmp_path / "spool").glob("*.flag"))) == 7
+        # MD goes on while the server is down: flags are spooled, nothing blocks (with no server, a send
+        # that waited for its ack would never return)
+        def send_more():
+            for i, atoms in enumerate(cells[10:], start=10):
+                client.send_flag(atoms, {"step": i, "f_max": 0.5})
+            return client.send_flag(cells[0], {"step": 0})  # a resend of an already stored flag: deduplicated
+
+        returns_without_waiting(send_more, what="send_flag with the server down")
+        spool = tmp_path / "spool"
+        wait_until(lambda: len(list(spool.glob("*.flag"))) == 7, 30,
+                   what=lambda: f"7 spooled flags (have {len(list(spool.glob('*.flag')))}, pending {client.pending})")
+        assert client.pending == 7
 
         proc = start_process(cfg, run)  # same run folder and address
         assert client.flush(30), client.last_error
@@ -91,12 +103,12 @@ def test_client_spools_until_server_starts(tmp_path):
     client = Client(address, token=key, walker="early", spool_dir=tmp_path / "spool")
     proc = None
     try:
-        t0 = time.perf_counter()
-        for i in range(3):
-            client.send_flag(si_cell(300 + i), {"step": i})
-        assert time.perf_counter() - t0 < 0.05  # no server: still returns at once
-        assert client.poll() is None
-        time.sleep(0.5)
+        # no server: a send that waited for its ack, or a poll that waited for a version, never returns
+        returns_without_waiting(lambda: [client.send_flag(si_cell(300 + i), {"step": i}) for i in range(3)],
+                                what="send_flag with no server")
+        assert returns_without_waiting(client.poll, what="poll() with no server") is None
+        spool = tmp_path / "spool"
+        wait_until(lambda: len(list(spool.glob("*.flag"))) == 3, 30, what="3 spooled flags")
         assert client.pending == 3 and not client.connected
         proc = start_process(cfg, run)
         assert client.flush(30)
