@@ -1,3 +1,7 @@
+"""Fixtures and random_parameters for the tests. tests/ has no __init__.py: pytest imports this file as
+the module `conftest` (with tests/ on sys.path), so import it as `from conftest import random_parameters`
+(scripts run outside pytest, tests/mpi/*.py, tests/lammps/*.py, put tests/ on sys.path first), never as
+`tests.conftest`, which would be a second copy of this module."""
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -9,7 +9,7 @@ import pytest
 from pylal.model.committee import CommitteeModel
 from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 TABLE_TOL = 1e-7  # relative to the largest entry; measured ~2e-9
 

@@ -8,7 +8,7 @@ from pylal.calculator import PylalCalculator
 from pylal.ase_loop import LoopSettings, _langevin, hal_loop, run_segment
 from pylal.model.basis import BasisSpec
 from pylal.reference import label, make_calculator
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 MOL_SPEC = BasisSpec(species=("H", "C", "O"), r_cut=3.5, r_min=0.7, n_max=3, l_max=1, prior=(0.5, 0.8))
 

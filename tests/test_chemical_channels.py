@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from pylal.model.basis import BasisSpec, atomic_features, chemical_embedding
 from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 SPECIES = ("Al", "Si", "Mg", "Cu", "Fe")
 

@@ -8,7 +8,7 @@ from pylal.cli import main
 from pylal.model.ace import AceSpec
 from pylal.model.export import ExportError, write_yace
 from pylal.model.params import Parameters
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 
 def test_yace_round_trip_equals_pylal_energies_and_forces(tmp_path, sic_cell):

@@ -9,7 +9,7 @@ from pylal.fit.committee import fit_parameters
 from pylal.fit.design import Weights, build_design
 from pylal.model.basis import BasisSpec
 from pylal.model.params import ParameterFileError, Parameters
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 
 def labelled_by(calc, atoms_list):

@@ -8,7 +8,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from pylal.calculator import PylalCalculator
 from pylal.hal import physics as hal
 from pylal.model.committee import TRACE_COUNTS
-from tests.conftest import random_parameters
+from conftest import random_parameters
 
 
 def test_sigma_and_bias_coefficients_match_definitions():

@@ -2,6 +2,7 @@
 reduced forces must equal the serial evaluation. Prints one JSON line on rank 0."""
 import json
 import sys
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -11,7 +12,8 @@ from pylal.hal import physics as hal
 from pylal.model.committee import CommitteeModel
 from pylal.model.neighbors import PairList, ase_pairs
 from pylal.sampling import diamond_si
-from tests.conftest import random_parameters
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, as under pytest
+from conftest import random_parameters  # noqa: E402
 from pylal.model.basis import BasisSpec
 
 comm = MPI.COMM_WORLD
