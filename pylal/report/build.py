@@ -92,7 +92,7 @@ def build_report(run_dir, out_dir=None, now: float | None = None) -> Report:
 
     calibration = calibration_data(run)
     figure(par, plot_reliability(calibration, out / "reliability.png") if calibration is not None else None,
-           "reliability of the committee (science.md sec. 5): held-out force components binned by the committee's "
+           "reliability of the committee (its spread as an error estimate: HAL, van der Oord et al. 2022): held-out force components binned by the committee's "
            "std, observed rms error per bin, per phase; on the dashed diagonal the spread equals the error.",
            "needs holdout.xyz and a loadable parameter file")
     split = time_split(run, now)
