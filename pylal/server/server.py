@@ -322,6 +322,8 @@ class Server:
     def holdout_errors(self, params) -> dict:
         """Held-out errors and calibration of `params` ([fit] holdout_file; {} without one)."""
         held = self.refitter.holdout
+        if held is not None and held.spec != params.spec:  # a version from before the basis grew
+            held = self.refitter._holdout(params.spec)
         return held.errors(params) if held is not None else {}
 
     def fit_all(self, **settings_changes):
