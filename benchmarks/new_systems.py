@@ -265,7 +265,10 @@ def quick_system(name: str) -> dict:
     start_e = float(start.get_potential_energy() / len(start))
     pressure = float(-np.mean(start.get_stress()[:3]) * 160.2177) if start.pbc.all() else None  # GPa
     sane = bool(not problems and np.isfinite(f_max) and f_max < fit.max_label_force and np.isfinite(start_e))
-    # the server's first refit, as Server._refit_loop does it at start
+    # the basis the campaign derives (r_min from the structure when unset), then the server's first refit, as
+    # Server._refit_loop does it at start
+    if hasattr(campaign, "choose_basis"):
+        campaign.choose_basis()
     refitter = Refitter(spec_from_config(fit), fit, Store(run / "store.db"), VersionStore(run), labelled)
     t1 = time.perf_counter()
     pointer = refitter.refit()
@@ -277,7 +280,7 @@ def quick_system(name: str) -> dict:
                n_configs=len(labelled), label_seconds=round(t_label, 2), label_max_force=round(f_max, 3),
                label_problems=problems, start_max_force=round(start_f, 4), start_energy_per_atom=round(start_e, 4),
                start_pressure_gpa=None if pressure is None else round(pressure, 2), sane=sane,
-               D=refitter.spec.size, basis=f"n_max {refitter.spec.n_max}, l_max {refitter.spec.l_max}",
+               D=refitter.spec.size, basis=f"n_max {refitter.spec.n_max}, l_max {refitter.spec.l_max}", r_min=refitter.spec.r_min,
                refit_seconds=round(seconds, 2), fit_seconds=round(float(params.hyper.get("seconds", seconds)), 2),
                cv_force_rmse=round(cv_force_rmse(params), 4),
                cv_energy_rmse=params.hyper.get("calibration", {}).get("energies", {}).get("rmse"),
@@ -309,7 +312,7 @@ def run_quick(names: list) -> list:
         p = "-" if r["start_pressure_gpa"] is None else f"{r['start_pressure_gpa']:.2f}"
         print(f"| {name} | {r['atoms']} {r['formula']} | {r['species']} | {r['label_max_force']:.2f} | "
               f"{r['start_max_force']:.3f}, {p} | {'yes' if r['sane'] else 'NO: ' + '; '.join(r['label_problems'])} | "
-              f"{r['D']} ({r['basis']}) | {r['refit_seconds']:.1f} | {r['cv_force_rmse']:.4f} | "
+              f"{r['D']} ({r['basis']}, r_min {r['r_min']:g}) | {r['refit_seconds']:.1f} | {r['cv_force_rmse']:.4f} | "
               f"{'no' if not r['shrink'] else format(r['shrink']['factor'], '.2g') + ' (' + format(r['shrink']['cv_force_rmse'], '.3g') + ')'} | "
               f"{'no: ' + '; '.join(r['rejected']) if r['rejected'] else 'yes'} |", flush=True)
         if r.get("molecule_note"):
