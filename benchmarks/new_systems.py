@@ -195,8 +195,13 @@ def molecule_inputs(name: str, folder: Path, holdout: bool = True) -> dict:
         h = HoldoutConfig()
         frames = []
         for k, t in enumerate(walker_temperatures(s["t_melt"])):
-            for atoms in reference_md(start, calc, float(t), h.n_configs, stride=h.stride, seed=h.seed + k,
-                                      equilibrate=h.equilibrate, pressure=h.pressure):
+            try:
+                run = reference_md(start, calc, float(t), h.n_configs, stride=h.stride, seed=h.seed + k,
+                                   equilibrate=h.equilibrate, pressure=h.pressure)
+            except Exception as err:
+                raise RuntimeError(f"held-out reference MD at {t:g} K ([holdout] defaults: 2 fs, "
+                                   f"{h.equilibrate} + {h.n_configs} x {h.stride} steps) failed: {err}") from err
+            for atoms in run:
                 atoms.info["holdout_temperature"] = float(t)
                 frames.append(atoms)
         write(out["holdout"], frames)
@@ -337,7 +342,14 @@ def run_campaign(name: str, timeout_extra: float) -> dict:
     shutil.rmtree(run, ignore_errors=True)  # a fresh run folder: nothing reused from an earlier campaign
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    raw = system_config(name, folder / f"{name}_inputs")
+    try:
+        raw = system_config(name, folder / f"{name}_inputs")
+    except Exception as err:  # e.g. a molecule's held-out reference MD: the campaign never starts
+        why = f"preparation failed: {type(err).__name__}: {err}"
+        print(f"{name}: not run: {why}", flush=True)
+        return dict(system=name, converged=False, status="not run", reason=why, error=why,
+                    wall_seconds=round(time.time() - t0, 1), preparation_seconds=round(time.time() - t0, 1),
+                    molecule_note=MOLECULE_NOTE if "molecule" in SYSTEMS[name]["structure"] else None)
     prep = time.time() - t0
     config = folder / f"{name}.toml"
     config.write_text(to_toml(raw))
@@ -459,6 +471,9 @@ def print_full_table(rows: list):
     print("\n| system | converged (reason) | reference calls | held-out F RMSE (eV/A) | E RMSE (eV/atom) | rms z "
           "| max refit (s) | max D | campaign (min) | wall (min) |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if r.get("status") == "not run":
+            print(f"| {r['system']} | no ({r['reason'][:90]}) | | | | | | | | {r['wall_seconds'] / 60:.1f} |")
+            continue
         if "status" not in r:
             print(f"| {r['system']} | no ({r.get('error')}) | | | | | | | | |")
             continue
