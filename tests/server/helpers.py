@@ -19,7 +19,7 @@ from pylal.sampling import diamond_si
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SMALL = dict(species=["Si"], r_cut=3.8, n_max=4, l_max=2)  # basis size 35: fast fits
+SMALL = dict(species=["Si"], r_cut=3.8, r_min=1.5, n_max=4, l_max=2)  # basis size 35: fast fits
 
 
 def free_port() -> int:
