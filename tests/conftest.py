@@ -24,6 +24,21 @@ def random_parameters(spec: BasisSpec, n_members=8, seed=0, spread=0.3) -> Param
     return Parameters(spec, mean, committee, noise_precision=1e3)
 
 
+def assert_forces_by_central_differences(atoms, coordinates, h=1e-5, rel=1e-6, abs=1e-8):
+    """atoms.get_forces() equals -dE/dx by central differences at (atom, axis) `coordinates`; the
+    positions are restored."""
+    f0, pos0 = atoms.get_forces().copy(), atoms.positions.copy()
+    for i, a in coordinates:
+        energies = []
+        for step in (h, -h):
+            moved = pos0.copy()
+            moved[i, a] += step
+            atoms.positions = moved
+            energies.append(atoms.get_potential_energy())
+        assert -(energies[0] - energies[1]) / (2 * h) == pytest.approx(f0[i, a], rel=rel, abs=abs)
+    atoms.positions = pos0
+
+
 @pytest.fixture
 def si_spec():
     return BasisSpec(species=("Si",), r_cut=3.8, n_max=6, l_max=3)

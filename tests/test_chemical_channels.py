@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from pylal.model.basis import BasisSpec, atomic_features, chemical_embedding
 from pylal.model.neighbors import ase_pairs
 from pylal.model.params import Parameters
-from conftest import random_parameters
+from conftest import assert_forces_by_central_differences, random_parameters
 
 SPECIES = ("Al", "Si", "Mg", "Cu", "Fe")
 
@@ -87,17 +87,7 @@ def test_forces_by_finite_differences_and_rotation_invariance(compressed_spec):
     atoms = ternary_cell()
     atoms.calc = PylalCalculator(random_parameters(compressed_spec, seed=1), tau=0.0, check_every=1)
     e0, f0 = atoms.get_potential_energy(), atoms.get_forces().copy()
-    h, pos0 = 1e-5, atoms.positions.copy()
-    for i, a in [(0, 0), (3, 1), (5, 2), (7, 0)]:
-        plus, minus = pos0.copy(), pos0.copy()
-        plus[i, a] += h
-        minus[i, a] -= h
-        atoms.positions = plus
-        ep = atoms.get_potential_energy()
-        atoms.positions = minus
-        em = atoms.get_potential_energy()
-        assert -(ep - em) / (2 * h) == pytest.approx(f0[i, a], rel=1e-6, abs=1e-7)
-    atoms.positions = pos0
+    assert_forces_by_central_differences(atoms, [(0, 0), (3, 1), (5, 2), (7, 0)], abs=1e-7)
     rot = Rotation.from_euler("xyz", [0.4, -0.9, 1.7]).as_matrix()
     atoms.set_cell(atoms.cell.array @ rot.T, scale_atoms=True)
     assert atoms.get_potential_energy() == pytest.approx(e0, rel=1e-10)
