@@ -70,17 +70,36 @@ def test_committee_covariance_approaches_sigma():
 
 
 def test_brr_posterior_matches_closed_form():
-    """c_bar = lambda Sigma Psi^T y, Sigma^-1 = alpha I + lambda Psi^T Psi (HAL eqs. 4, 22), in scaled columns."""
+    """c_bar = lambda Sigma Psi^T y, Sigma^-1 = alpha I + lambda Psi^T Psi (HAL eqs. 4, 22), in scaled columns
+    (each column's RMS, floored at the median column's: pylal.fit.bayes.column_scale)."""
     rng = np.random.default_rng(2)
     psi = rng.normal(size=(200, 5))
     y = psi @ rng.normal(size=5) + 0.1 * rng.normal(size=200)
     mean, cov, lam, alpha = bayesian_fit(psi, y, "brr")
-    scale = np.sqrt(np.mean(psi**2, axis=0))
+    rms = np.sqrt(np.mean(psi**2, axis=0))
+    scale = np.maximum(rms, np.median(rms))
     x = psi / scale
     sigma_s = np.linalg.inv(alpha * np.eye(5) + lam * x.T @ x)
     np.testing.assert_allclose(cov, sigma_s / np.outer(scale, scale), rtol=1e-6)
     np.testing.assert_allclose(mean, lam * sigma_s @ x.T @ y / scale, rtol=1e-6)
     assert 1 / np.sqrt(lam) == pytest.approx(0.1, rel=0.2)  # noise level recovered
+
+
+def test_rare_column_keeps_a_typical_prior():
+    """A column the training rows barely touch (a dilute species' environment) must not get a prior wide in
+    proportion to 1 / its RMS: a new row that does touch it is then predicted from the prior scale of a typical
+    column, not extrapolated (the W-Be failure: cross-validation errors 15x those of predicting zero)."""
+    rng = np.random.default_rng(3)
+    psi = rng.normal(size=(300, 6))
+    psi[:, 5] = 0.0
+    psi[:3, 5] = 1e-4 * rng.normal(size=3)  # seen in three rows, with a tiny value
+    c_true = rng.normal(size=6)
+    y = psi @ c_true + 0.05 * rng.normal(size=300)
+    mean, cov, lam, alpha = bayesian_fit(psi, y, "brr")
+    # its posterior std (~ its prior's: the data hardly constrain it) is that of a typical coefficient (|c| ~ 1
+    # here), not 1 / its RMS (~1e5)
+    assert np.sqrt(cov[5, 5]) < 10 * np.abs(c_true).max(), cov[5, 5]
+    assert abs(mean[5]) < 10 * np.abs(c_true).max()
 
 
 def test_ard_prunes_irrelevant_columns():

@@ -20,6 +20,7 @@ import dataclasses
 import time
 
 import numpy as np
+from scipy.linalg import lapack
 
 
 # ---- the R factor of [Psi | y] ----------------------------------------------------------------
@@ -32,8 +33,7 @@ class Factor:
         self.n_rows = 0
 
     def add(self, rows: np.ndarray, y: np.ndarray):
-        block = np.column_stack([rows, y])
-        self.r = _triangular(np.vstack([self.r, block]))
+        self.r = _stacked_triangular(self.r, np.column_stack([rows, y]))
         self.n_rows += len(y)
 
     def scaled(self, s: float) -> "Factor":
@@ -45,7 +45,9 @@ class Factor:
     @classmethod
     def combine(cls, factors) -> "Factor":
         out = cls(factors[0].r.shape[0] - 1)
-        out.r = _triangular(np.vstack([f.r for f in factors]))
+        out.r = factors[0].r
+        for f in factors[1:]:
+            out.r = _stacked_triangular(out.r, f.r, triangular=True)
         out.n_rows = sum(f.n_rows for f in factors)
         return out
 
@@ -56,12 +58,15 @@ class Factor:
         return out
 
 
-def _triangular(a: np.ndarray) -> np.ndarray:
-    m = a.shape[1]
-    r = np.linalg.qr(a, mode="r")
-    if r.shape[0] < m:  # fewer rows than columns so far
-        r = np.vstack([r, np.zeros((m - r.shape[0], m))])
-    return r
+def _stacked_triangular(r: np.ndarray, b: np.ndarray, triangular: bool = False) -> np.ndarray:
+    """R' with R'^T R' = R^T R + B^T B, for upper-triangular R (m x m) and B (k x m, or upper-triangular
+    m x m when `triangular`): LAPACK's triangular-pentagonal QR (dtpqrt) uses the zeros below R's (and B's)
+    diagonal, 3-4x fewer operations than a QR of the stacked matrix."""
+    m = r.shape[0]
+    out, _, _, info = lapack.dtpqrt(m if triangular else 0, max(1, min(32, m)), r, b)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtpqrt failed (info {info})")
+    return np.triu(out)
 
 
 # ---- evidence maximisation --------------------------------------------------------------------
@@ -82,11 +87,18 @@ class Posterior:
 
 
 def column_scale(factor: Factor) -> np.ndarray:
-    """RMS of each design column (from R: ||Psi_j||^2 = ||R_j||^2); zero columns get 1."""
+    """RMS of each design column (from R: ||Psi_j||^2 = ||R_j||^2), at least the median column's.
+
+    The prior N(0, 1/alpha) acts on unit-RMS columns, so a column of RMS s gets prior variance 1/(alpha s^2)
+    in its own units. A column the data rarely touch (the environments of a dilute species: 3 Be among 54 W)
+    has a tiny RMS over the training rows, hence an almost unbounded prior exactly where the data say least,
+    and a configuration that does touch it is predicted wildly (W-Be SNAP, 37 labels: cross-validation force
+    RMSE 32 eV/A, against 2.2 for zero force). Floored at the median column RMS, rare columns keep the prior
+    of a typical feature (0.43 eV/A there; Ni-Al-H, Al-Si-Mg-Cu-Fe, CdTe unchanged within 0.5%)."""
     d = factor.r.shape[0] - 1
     s = np.sqrt(np.sum(factor.r[:, :d] ** 2, axis=0) / max(factor.n_rows, 1))
-    s[s == 0] = 1.0
-    return s
+    seen = s[s > 0]
+    return np.maximum(s, np.median(seen)) if len(seen) else np.ones(d)
 
 
 def evidence_fit(factor: Factor, degrees: np.ndarray | None = None, smoothness=(2.0,),

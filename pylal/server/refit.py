@@ -8,6 +8,7 @@ errors and calibration (rms z) are computed (pylal.fit.holdout) and recorded wit
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class Refitter:
         self.limits = FitLimits(fit_cfg.max_cv_energy_rmse, fit_cfg.max_cv_force_rmse,
                                 getattr(fit_cfg, "max_cv_prior_ratio", MAX_CV_PRIOR_RATIO))
         self.report = report
+        self.cost = RefitCost()  # measured seconds of rows and fits (pylal.fit.growth)
         self.names: list[str] = []  # how to find each configuration of the design (row id, file:index)
         self.filtered: list[dict] = []  # labels kept out: name, row (or None), problem
         self._filtered_rows: set[int] = set()
@@ -108,7 +110,6 @@ class Refitter:
         # a basis of unset size grows with the data within [fit] refit_budget (pylal.fit.growth)
         self.grows = basis_grows(fit_cfg)
         self.budget = float(getattr(fit_cfg, "refit_budget", 60.0))
-        self.cost = RefitCost()
         self.growth_log: list[dict] = []  # every growth decision that tried a larger basis
         self._retry_rows = 0.0
 
@@ -172,7 +173,10 @@ class Refitter:
         if problem:
             self.filter_label(name, problem, row_id)
             return False
+        t0 = time.perf_counter()
         self.design.add(atoms)
+        if len(self.design) > 1:  # the first configuration of a basis compiles its step
+            self.cost.record_rows(self.spec.size, len(atoms), time.perf_counter() - t0)
         self.names.append(name)
         if row_id is not None:
             self.rows.add(row_id)
@@ -229,32 +233,34 @@ class Refitter:
     def grow(self, current: Parameters, pointer: dict) -> dict:
         """After a published fit: try the next ladder step when the data support it within the budget,
         publish it (the next version) when its cross-validation force error is lower. Returns the pointer
-        of the newest published version, with a `growth` record when a larger basis was tried."""
-        import time
-
+        of the newest published version, with a `growth` record when a larger basis was tried. The held-out
+        set is evaluated in the larger basis only when the trial is accepted (it costs as much as the rows)."""
         n_force = int(sum(np.count_nonzero(kinds == "F") for _, _, kinds in self.design.blocks))
         decision = growth_decision(self.spec, current, n_force, self.cost, self.budget, self._retry_rows)
         if decision.spec is None:
             return pointer
         t0 = time.perf_counter()
         design = DesignSet(decision.spec, self.weights, self.prior)
-        for atoms in self.initial + [a for _, a in self.store.labeled_atoms(ids=sorted(self.rows))]:
+        configurations = self.initial + [a for _, a in self.store.labeled_atoms(ids=sorted(self.rows))]
+        for atoms in configurations:
             design.add(atoms)
+        t_rows = time.perf_counter() - t0
+        self.cost.record_rows(decision.spec.size, sum(len(a) for a in configurations), t_rows)
         trial = fit_design(design, self.settings, seed=self.cfg.seed + current.version + 1, version=current.version + 1)
-        self.cost.record(decision.spec.size, time.perf_counter() - t0)  # rows and fit: what a trial costs
-        holdout = self._holdout(decision.spec)
+        self.cost.record(decision.spec.size, trial.hyper["seconds"])
         record = dict(version=current.version, tried=decision.spec.size_label(), reason=decision.reason,
                       cv_force_rmse=[cv_force_rmse(current), cv_force_rmse(trial)],
-                      seconds=round(time.perf_counter() - t0, 3))
-        if holdout is not None:
-            record["holdout_force_rmse"] = [self.holdout.errors(current)["force_rmse"],
-                                            holdout.errors(trial)["force_rmse"]]
+                      seconds=round(time.perf_counter() - t0, 3), rows_seconds=round(t_rows, 3))
         problems = fit_problems(trial, self.limits, prior_force_rmse(design))
         record["accepted"] = not problems and growth_accepted(current, trial)
         self.growth_log.append(record)
         if not record["accepted"]:
             self._retry_rows = RETRY_GROWTH * n_force
             return dict(pointer, growth=record)
+        holdout = self._holdout(decision.spec)
+        if holdout is not None:
+            record["holdout_force_rmse"] = [self.holdout.errors(current)["force_rmse"],
+                                            holdout.errors(trial)["force_rmse"]]
         self.spec, self.design, self.holdout = decision.spec, design, holdout
         trial.hyper["last_row"] = self.last_row
         trial.hyper["growth"] = record
