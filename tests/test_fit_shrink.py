@@ -55,3 +55,11 @@ def test_a_consistent_fit_is_not_shrunk():
     params = fit_design(design, FitSettings(n_members=4))
     assert "shrink" not in params.hyper
     assert params.hyper["calibration"]["forces"]["rmse"] < 0.05
+
+
+def test_the_shrink_message_names_the_errors_and_what_to_change():
+    from pylal.server.server import shrink_message
+
+    text = shrink_message(dict(version=3, cv_force_rmse=32.3, prior_force_rmse=2.21, factor=0.0,
+                               shrunk_force_rmse=2.21))
+    assert "v3" in text and "32.3" in text and "2.21" in text and "0.00" in text and "[fit]" in text

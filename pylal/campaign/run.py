@@ -223,6 +223,12 @@ class Campaign:
         if stats.get("over_budget") and stats["over_budget"] != seen.get("over_budget"):
             self.warn(stats["over_budget"])
             seen["over_budget"] = stats["over_budget"]
+        shrink = stats.get("shrink")
+        if shrink and shrink.get("version") != seen.get("shrink"):
+            from pylal.server.server import shrink_message
+
+            self.say(shrink_message(shrink))
+            seen["shrink"] = shrink.get("version")
         rejection = stats.get("last_rejection")
         if rejection and rejection.get("time") != seen.get("rejection"):
             self.say(format_rejection(rejection))

@@ -495,6 +495,8 @@ class Server:
                                         holdout=pointer.get("holdout"))
             if "over_budget" in pointer:
                 self.stats["over_budget"] = pointer["over_budget"]
+            if "shrink" in pointer:
+                self.stats["shrink"] = dict(pointer["shrink"], version=pointer["version"])
             if growth is not None:  # a copy: the refitter appends to its log outside the state lock
                 self.stats["growth"] = list(self.refitter.growth_log)
         self.log("refit", reason=reason, version=pointer["version"], hash=pointer["hash"],
@@ -505,6 +507,9 @@ class Server:
         if "over_budget" in pointer:
             self.log("refit_over_budget", message=pointer["over_budget"])
             self.say(pointer["over_budget"])
+        if "shrink" in pointer:
+            self.log("refit_shrunk_to_prior", version=pointer["version"], **pointer["shrink"])
+            self.say(shrink_message(dict(pointer["shrink"], version=pointer["version"])))
         if growth is not None:
             self.log("basis_growth", **growth)
             verdict = (f"v{pointer['version']} uses it" if growth["accepted"]
@@ -512,6 +517,14 @@ class Server:
             self.say(f"basis growth after v{growth['version']}: tried {growth['tried']} ({growth['reason']}); "
                      f"CV force RMSE {growth['cv_force_rmse'][0]:.4f} -> {growth['cv_force_rmse'][1]:.4f} eV/A; "
                      f"{verdict}")
+
+
+def shrink_message(shrink: dict) -> str:
+    """One line for a version that was shrunk toward its prior (pylal.fit.committee.prior_shrinkage)."""
+    return (f"refit v{shrink['version']}: cross-validation force RMSE {shrink['cv_force_rmse']:.3g} eV/A is worse than "
+            f"the prior alone ({shrink['prior_force_rmse']:.3g}); the correction is scaled by {shrink['factor']:.2f} "
+            f"toward the prior ({shrink['shrunk_force_rmse']:.3g} eV/A). More labels let the fit stand on its own; "
+            f"if it persists, a smaller basis ([fit] n_max, l_max) or a physics prior ([fit] lammps_prior)")
 
 
 def serve(config_path) -> int:
