@@ -175,6 +175,20 @@ def test_learning_saturation_is_detected():
     assert curve.saturated(0, 0.05) is None and LearningCurve().saturated(20, 0.05) is None
 
 
+def test_no_saturation_before_the_walkers_have_explored():
+    """W-Be: both walkers flagged at almost every check, 38 labels came from their first 90 MD steps, and the
+    campaign stopped as saturated. A plateau counts only over at least min_steps MD steps of the slowest walker."""
+    from pylal.campaign.saturation import LearningCurve
+
+    curve = LearningCurve()
+    for n, rmse, steps in ((5, 2.2, 0), (15, 2.2, 30), (38, 2.3, 90)):
+        curve.add(n, rmse, steps)
+    assert curve.saturated(30, 0.02) is not None  # without the MD condition: "saturated"
+    assert curve.saturated(30, 0.02, min_steps=2000) is None  # 90 steps: not yet
+    curve.add(60, 2.3, 2100)
+    assert "saturated" in curve.saturated(30, 0.02, min_steps=2000)  # 30 labels and 2070 steps without gain
+
+
 def test_a_learning_curve_that_rises_is_called_degrading_not_saturated():
     """Held-out force RMSE per version of an AlCu campaign on a too-small ACE basis (degree 9, 2026-12-02):
     after its best version every label made it worse."""
@@ -183,9 +197,9 @@ def test_a_learning_curve_that_rises_is_called_degrading_not_saturated():
     curve = LearningCurve()
     for n, rmse in ((6, 0.0611), (8, 0.0477), (9, 0.0451), (11, 0.0386), (14, 0.0351), (16, 0.0386),
                     (18, 0.0456), (20, 0.0481), (22, 0.0525)):
-        curve.add(n, rmse)
+        curve.add(n, rmse, steps=100 * n)
         assert curve.degrading() is None  # 0.0525 is not yet 1.5 x the best 0.0351
-    curve.add(24, 0.0582)
+    curve.add(24, 0.0582, steps=2400)
     warning = curve.degrading()
     assert "rose from 0.0351 eV/A (at 14 configurations) to 0.0582" in warning and "worse" in warning
     saturated = curve.saturated(10, 0.02)  # 0.0351 -> 0.0582 over the last 10 labels

@@ -305,12 +305,13 @@ class Campaign:
             newest_fit = stats.get("newest") or {}
             held = newest_fit.get("holdout") or {}
             if held.get("force_rmse") is not None:
-                curve.add(newest_fit["configs"], held["force_rmse"])
+                curve.add(newest_fit["configs"], held["force_rmse"], min((s.step for s in summaries), default=0))
                 warning = curve.degrading()
                 if warning is not None and not warned_degrading:
                     self.warn(warning)
                     warned_degrading = True
-                message = curve.saturated(t.saturation_labels, t.saturation_gain)
+                # over at least one quiet window of MD: walkers that flag at every check have not explored yet
+                message = curve.saturated(t.saturation_labels, t.saturation_gain, min_steps=t.quiet_steps)
                 if message is not None:
                     self.say(self.status_line(summaries, status))
                     self.say(message)

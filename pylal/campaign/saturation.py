@@ -6,25 +6,29 @@ from __future__ import annotations
 
 
 class LearningCurve:
-    """(labels, held-out force RMSE) of each newly published version."""
+    """(labels, held-out force RMSE, MD steps of the slowest walker) of each newly published version."""
 
     def __init__(self):
-        self.points: list[tuple[int, float]] = []
+        self.points: list[tuple[int, float, int]] = []
 
-    def add(self, labels: int, force_rmse: float):
+    def add(self, labels: int, force_rmse: float, steps: int = 0):
         if not self.points or labels > self.points[-1][0]:
-            self.points.append((labels, float(force_rmse)))
+            self.points.append((labels, float(force_rmse), int(steps)))
 
-    def saturated(self, window: int, min_gain: float) -> str | None:
+    def saturated(self, window: int, min_gain: float, min_steps: int = 0) -> str | None:
         """A message when the last `window` labels lowered the held-out force RMSE by less than the
-        fraction `min_gain` (None: still learning, or too few points). window 0 disables it."""
+        fraction `min_gain` while the slowest walker ran at least `min_steps` MD steps (None: still
+        learning, too few points, or walkers that flag at nearly every check and have not yet explored:
+        labels a few steps apart cannot show what the basis can learn). window 0 disables it."""
         if window <= 0 or not self.points:
             return None
-        labels, now = self.points[-1]
-        before = [rmse for n, rmse in self.points if n <= labels - window]
+        labels, now, steps = self.points[-1]
+        before = [(rmse, st) for n, rmse, st in self.points if n <= labels - window]
         if not before:
             return None
-        then = before[-1]
+        then, steps_then = before[-1]
+        if steps - steps_then < min_steps:
+            return None
         gain = (then - now) / then
         if gain >= min_gain:
             return None
@@ -42,8 +46,8 @@ class LearningCurve:
         the data or the fit, not to missing data (None otherwise)."""
         if not self.points:
             return None
-        labels, now = self.points[-1]
-        best_labels, best = min(self.points, key=lambda p: p[1])
+        labels, now, _ = self.points[-1]
+        best_labels, best, _ = min(self.points, key=lambda p: p[1])
         if labels - best_labels < min_labels or now <= factor * best:
             return None
         return (f"held-out force RMSE rose from {best:.4g} eV/A (at {best_labels} configurations) to {now:.4g} eV/A "
