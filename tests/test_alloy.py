@@ -129,3 +129,15 @@ def test_atom_swap_metropolis_uses_e_hal(tmp_path):
     assert 0 < n_accepted < steps  # with dE = 0 (atom/swap blind to the fix) all 40 would be accepted
     # accepted although E rose by more than 1 meV (probability < exp(-11) if atom/swap saw E alone)
     assert any(e_mean[s] > e_mean[s - 1] + 1e-3 for s in accepted), "the bias never changed a decision"
+
+
+def test_reference_md_step_follows_the_lightest_atom():
+    """2 fs for C and heavier (the tuned Si, Al-Cu, GaN holdouts unchanged), ~sqrt(mass) shorter below."""
+    from ase.build import bulk, molecule
+
+    from pylal.campaign.cells import md_timestep_fs
+
+    assert md_timestep_fs(bulk("Si", "diamond", a=5.43)) == 2.0
+    assert md_timestep_fs(bulk("GaN", "wurtzite", a=3.19, c=5.19)) == 2.0
+    h = md_timestep_fs(molecule("H3CNH2"))
+    assert 0.5 < h < 0.6 and h == pytest.approx(2.0 * np.sqrt(1.008 / 12.0), rel=1e-3)

@@ -60,11 +60,22 @@ def walker_cell(atoms, repeat=(1, 1, 1), vacancies: int = 0, seed: int = 0):
     return atoms
 
 
+def md_timestep_fs(atoms, longest: float = 2.0) -> float:
+    """An MD step for these atoms: `longest` (2 fs) for atoms as heavy as carbon or heavier, shorter for
+    lighter ones in proportion to their vibrational period (~sqrt(mass)): 0.58 fs with hydrogen (the usual
+    0.5-1 fs), 1.7 fs with Be. 2 fs with H made GFN2-xTB MD of methylamine at 1200 K lose SCF convergence."""
+    lightest = float(np.min(atoms.get_masses())) if len(atoms) else 12.0
+    return float(min(longest, longest * np.sqrt(lightest / 12.0)))
+
+
 def reference_md(atoms, calculator, temperature: float, n_samples: int, stride: int = 50, seed: int = 0,
-                 equilibrate: int = 200, pressure: float = -1.0, timestep_fs: float = 2.0,
+                 equilibrate: int = 200, pressure: float = -1.0, timestep_fs: float | None = None,
                  friction: float = 0.02, pressure_tau_fs: float = 500.0) -> list:
     """Labelled snapshots of reference MD at `temperature` (K). pressure (bar) < 0: NVT Langevin
-    (friction in 1/fs); >= 0: the same thermostat time (1/friction) with a hydrostatic barostat."""
+    (friction in 1/fs); >= 0: the same thermostat time (1/friction) with a hydrostatic barostat.
+    timestep_fs None: `md_timestep_fs` of the atoms."""
+    if timestep_fs is None:
+        timestep_fs = md_timestep_fs(atoms)
     if pressure < 0:
         return oracle_md(atoms, calculator, temperature, n_samples, stride=stride, equilibrate=equilibrate,
                          timestep_fs=timestep_fs, friction=friction, seed=seed)

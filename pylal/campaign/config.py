@@ -96,7 +96,7 @@ class TerminationConfig:
 class HoldoutConfig:
     temperature: float = 1200.0  # K, Langevin MD on the reference
     n_configs: int = 20
-    stride: int = 50  # steps between snapshots (after 200 equilibration steps, 2 fs)
+    stride: int = 50  # steps between snapshots (after 200 equilibration steps of 2 fs; shorter with atoms lighter than C)
     seed: int = 1234
     headline: str = "holdout_force_rmse"  # name on the campaign's last output line (`make demo`: demo_force_rmse)
     temperatures: list = dataclasses.field(default_factory=list)  # several runs, n_configs each; [] = [temperature]
