@@ -34,12 +34,13 @@ mass 1 28.0855
 pair_style zero 3.8
 pair_coeff * *
 fix ml all pylal {run}/current.npz elements Si tau 0.5 f_tol 0 check_every 10 &
-    cooldown 50 server {run} walker {walker} flag_dir flags watch none
+    cooldown 50 server {run} walker {walker} flag_dir flags watch none {extra}
 velocity all create 900 {seed} mom yes rot yes
 fix nvt all nvt temp 900 900 0.1
 timestep 0.001
 thermo_style custom step temp pe f_ml[2] f_ml[4] f_ml[6] f_ml[7]
 thermo 10
+thermo_modify flush yes
 run {steps}
 """
 
@@ -64,11 +65,12 @@ def start_server(tmp_path, initial_data):
     return run, config, server
 
 
-def start_lammps(run, workdir, steps, ranks=2, walker="md900", seed=11):
+def start_lammps(run, workdir, steps, ranks=2, walker="md900", seed=11, extra=""):
     workdir.mkdir(exist_ok=True)
-    (workdir / "in.deck").write_text(DECK.format(run=run, steps=steps, walker=walker, seed=seed))
-    return subprocess.Popen([str(BIN / "mpirun"), "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log", "log.lammps"],
-                            cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (workdir / "in.deck").write_text(DECK.format(run=run, steps=steps, walker=walker, seed=seed, extra=extra))
+    with open(workdir / "stdout.txt", "w") as out:  # a file, not a pipe: a long run must not block on a full pipe
+        return subprocess.Popen([str(BIN / "mpirun"), "-np", str(ranks), str(BIN / "lmp"), "-in", "in.deck", "-log",
+                                 "log.lammps"], cwd=workdir, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def store_counts(run):
@@ -92,7 +94,8 @@ def finished_labelling(run, n_flags):
 
 def walker_result(workdir, lmp):
     """Waits for a LAMMPS walker; returns its parameter versions per thermo row, flags, output."""
-    output = lmp.communicate(timeout=900)[0]
+    lmp.wait(timeout=900)
+    output = (workdir / "stdout.txt").read_text()
     assert lmp.returncode == 0, output[-3000:]
     rows = thermo((workdir / "log.lammps").read_text())
     n_flags = int(rows[-1]["f_ml[6]"])
@@ -112,14 +115,27 @@ def unfinished(run, n_flags):
     return f"{n_flags} flags labelled or failed; store now {store_counts(run)}; server log ends:\n" + "\n".join(log)
 
 
+def swaps_so_far(workdir) -> int:
+    """Swaps a running walker has logged so far (its log is flushed at every thermo row)."""
+    log = workdir / "log.lammps"
+    return log.read_text().count("swapped in parameter version") if log.exists() else 0
+
+
 def test_refits_are_swapped_into_two_running_walkers(tmp_path, initial_data):
     """Walker 1: mpirun -np 2; walker 2: one rank, other seed. Both send flags to one server and
-    both swap in its new versions while they run."""
+    both swap in its new versions while they run. They run until each has swapped in 3 new versions
+    (at most 20000 steps, 600 s), then stop through stop_file: how many refits land within a fixed
+    number of steps depends on the machine's load."""
     run, _, server = start_server(tmp_path, initial_data)
+    stop = tmp_path / "STOP"
     try:
-        first = start_lammps(run, tmp_path / "w1", steps=1500)
-        second = start_lammps(run, tmp_path / "w2", steps=1000, ranks=1, walker="md900b", seed=29)
-        results = [walker_result(tmp_path / "w1", first), walker_result(tmp_path / "w2", second)]
+        walkers = [(tmp_path / "w1", start_lammps(run, tmp_path / "w1", steps=20000, extra=f"stop_file {stop}")),
+                   (tmp_path / "w2", start_lammps(run, tmp_path / "w2", steps=20000, ranks=1, walker="md900b", seed=29,
+                                                  extra=f"stop_file {stop}"))]
+        wait_until(lambda: all(swaps_so_far(w) >= 3 or lmp.poll() is not None for w, lmp in walkers), 600,
+                   interval=0.5, what=lambda: f"3 swaps in each walker (now {[swaps_so_far(w) for w, _ in walkers]})")
+        stop.touch()
+        results = [walker_result(w, lmp) for w, lmp in walkers]
         n_flags = sum(r[1] for r in results)
         wait_until(lambda: finished_labelling(run, n_flags), 300, interval=0.5, what=lambda: unfinished(run, n_flags))
     finally:
@@ -159,7 +175,7 @@ def test_on_flag_wait_holds_md_until_the_next_version(tmp_path, initial_data):
     run, _, server = start_server(tmp_path, initial_data)
     workdir = tmp_path / "w1"
     workdir.mkdir()
-    deck = DECK.format(run=run, steps=120, walker="waiter", seed=5).replace(
+    deck = DECK.format(run=run, steps=120, walker="waiter", seed=5, extra="").replace(
         "flag_dir flags", "flag_dir flags on_flag wait wait_timeout 120")
     (workdir / "in.deck").write_text(deck)
     try:
