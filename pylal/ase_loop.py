@@ -54,13 +54,13 @@ class LoopSettings:
     timestep_fs: float = 1.0
     friction: float = 0.02  # Langevin, 1/fs
     tau_rel: float = 0.1  # 0: plain active learning
-    tau_window: int = 100
+    tau_window: int = HalRule.tau_window
     n_members: int = 32
     s_tol: float | None = None  # softmax criterion (eq. 8); 1/N-like for large cells
     f_tol: float | None = 0.1  # max_i f_i (eq. 7), size independent
     sigma_tol: float | None = None  # committee energy spread per atom (eV/atom); none by default
-    cooldown: int = 0  # force calls after a flag without a new one (0: every check step may flag)
-    check_every: int = 5  # steps between f_i evaluations
+    cooldown: int = 0  # force calls after a flag without a new one (0: every check step may flag); the campaign's choice
+    check_every: int = 5  # steps between f_i evaluations; the campaign's choice ([hal] in pylal.campaign.config)
     stable_steps: int = 2000  # learning is stable when this many HAL-MD steps pass without a flag
     max_labels: int = 60  # cap on reference calls (initial + flagged, failures included)
     weights: Weights = dataclasses.field(default_factory=Weights)
