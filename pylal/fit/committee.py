@@ -5,7 +5,7 @@ Used by the refit server, the campaign's final fit, the ASE loop and `pylal fit`
    atom on the composition;
 2. the Bayesian posterior N(c_bar, Sigma) (pylal.fit.bayes: BRR with a smoothness prior, or ARD),
    with energy and force rows at their own noise level (from cross-validation);
-3. calibration (science.md sec. 5): the posterior spread measures the noise of near-exact labels,
+3. calibration (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020): the posterior spread measures the noise of near-exact labels,
    not the error of a model that cannot represent them (misspecification), so it is 3-10x too
    narrow. K-fold cross-validation by configuration gives, for every left-out force component,
    z = (F_pred - F_ref) / s with s the posterior std of that component; the committee is drawn
