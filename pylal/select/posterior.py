@@ -43,10 +43,11 @@ class PosteriorTransform:
 
 
 def column_scale(gram: np.ndarray, n_rows: int) -> np.ndarray:
-    """RMS of each design column from the Gram diagonal (zero columns get 1), as in bayesian_fit."""
+    """RMS of each design column from the Gram diagonal, at least the median column's, as in the fit
+    (pylal.fit.bayes.column_scale)."""
     s = np.sqrt(np.clip(np.diag(gram), 0.0, None) / max(n_rows, 1))
-    s[s == 0] = 1.0
-    return s
+    seen = s[s > 0]
+    return np.maximum(s, np.median(seen)) if len(seen) else np.ones(len(s))
 
 
 def posterior_transform(gram: np.ndarray | None, n_rows: int, sigma2: float | None = None,
