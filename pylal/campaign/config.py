@@ -20,6 +20,8 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+from pylal.hal.controller import HalRule
+from pylal.lammps.settings import FixSettings
 from pylal.server.config import ConfigError, ServerConfig, _build
 
 SERVER_SECTIONS = ("reference", "executor", "fit", "refit")
@@ -58,14 +60,15 @@ class WalkerConfig:
 @dataclasses.dataclass
 class HalConfig:
     """`fix pylal` keywords for every walker (docs/fix_pylal.md); the campaign adds server, walker,
-    on_flag wait, trace and stop_file itself. A walker's own `hal = {...}` table overrides these."""
+    on_flag wait, trace and stop_file itself. A walker's own `hal = {...}` table overrides these.
+    The campaign's own choices are set here; the rest are the fix's defaults."""
     tau_rel: float = 0.1
-    tau_window: int = 100
+    tau_window: int = HalRule.tau_window
     f_tol: float = 0.1
     sigma_tol: float = 0.005  # eV/atom; 0 = off
-    check_every: int = 5
-    cooldown: int = 0
-    wait_timeout: float = 600.0
+    check_every: int = 5  # the fix's default is 10
+    cooldown: int = 0  # the fix's is 100; a walker holds at each flag (on_flag wait)
+    wait_timeout: float = FixSettings.wait_timeout
 
     def fix_keywords(self, overrides: dict | None = None) -> str:
         values = dataclasses.asdict(self)
