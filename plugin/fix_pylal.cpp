@@ -1,7 +1,8 @@
 /* fix pylal: the fix itself. It owns everything LAMMPS-specific (arguments, neighbor list, reverse
    communication of ghost forces, energy/virial tally, restart files, stopping the run) and hands
-   the step to the per-rank Python engine through the bridge (python_bridge.cpp); a rejected step
-   is put back by the rollback (rollback.cpp). */
+   the step to the per-rank Python engine through the bridge (python_bridge.cpp): post_force
+   computes, end_of_step acts (flags, trace, wait, stop); a rejected step is put back by the
+   rollback (rollback.cpp). */
 
 #include "fix_pylal.h"
 
@@ -68,12 +69,12 @@ FixPylal::FixPylal(LAMMPS *lmp, int narg, char **arg) :
       engine_args.emplace_back(arg[i]);
   }
   engine = std::make_unique<PythonBridge>(lmp, module_name, class_name, engine_args);
-  const auto &at = engine->at();
-  r_cut = engine->stat(at.r_cut);
-  saved = std::make_unique<PylalRollback>(lmp, (int) engine->stat(at.rollback_every), (int) engine->stat(at.rollback_max),
-                                          engine->stat(at.rollback_temp), (long) engine->stat(at.seed));
-  peratom_freq = std::max(1L, engine->check_every());    // f_i columns are fresh on check steps
-  has_checkpoint = engine->has_checkpoint();
+  const auto &run = engine->constants();
+  r_cut = run.r_cut;
+  max_columns = run.max_columns;
+  saved = std::make_unique<PylalRollback>(lmp, run.rollback_every, run.rollback_max, run.rollback_temp, run.seed);
+  peratom_freq = std::max(1L, run.check_every);    // f_i columns are fresh on check steps
+  has_checkpoint = run.checkpoint;
   engine->log_messages();
 }
 
@@ -97,7 +98,6 @@ void FixPylal::init()
     error->all(FLERR, "fix pylal: pair cutoff {} A is smaller than the model cutoff {} A; use e.g. "
                "'pair_style zero {}' (or hybrid/overlay with zero)", force->pair->cutforce, r_cut, r_cut);
   neighbor->add_request(this, NeighConst::REQ_FULL);
-  max_columns = engine->max_columns();    // members may change with the model: size the reverse-comm rows now
   engine->check_pair_style();
   comm_reverse = max_columns;
 }
@@ -110,6 +110,7 @@ void FixPylal::init_list(int, NeighList *ptr)
 void FixPylal::setup(int vflag)
 {
   post_force(vflag);
+  after_step();
   double &rollback = engine->stat(engine->at().rollback);
   const bool rejected = rollback != 0.0;
   rollback = 0.0;    // no rollback at set-up; a start that passes the guard is the first saved state
@@ -119,11 +120,13 @@ void FixPylal::setup(int vflag)
 void FixPylal::min_setup(int vflag)
 {
   post_force(vflag);
+  after_step();
 }
 
-void FixPylal::min_post_force(int vflag)
+void FixPylal::min_post_force(int vflag)    // minimizers call no end_of_step
 {
   post_force(vflag);
+  after_step();
 }
 
 /* pairs (i owned, j owned or ghost) of the full list within the model cutoff; r_ij = x_j - x_i */
@@ -179,7 +182,16 @@ void FixPylal::post_force(int vflag)
   if (vflag_global)
     for (int k = 0; k < 6; ++k) virial[k] += engine->stat(at.virial + k);
   if (engine->stat(at.messages) > 0) engine->log_messages();
-  if (engine->stat(at.stop) > 0) timer->force_timeout();    // ends the run cleanly, as fix halt does
+}
+
+/* The engine acts on the step's decision (flag, trace, on_flag wait, stop file) outside the force
+   call; a stop ends the run cleanly, as fix halt does from its end_of_step. */
+
+void FixPylal::after_step()
+{
+  engine->end_of_step();
+  if (engine->stat(engine->at().messages) > 0) engine->log_messages();
+  if (engine->stat(engine->at().stop) > 0) timer->force_timeout();
 }
 
 /* The guard's input: max_i |v_i| dt. In post_force, v is the half-step velocity that moved x in
@@ -194,13 +206,15 @@ double FixPylal::max_step_length()
   return std::sqrt(v2) * update->dt;
 }
 
-/* After final_integrate the state (x, v, f, image, box) is complete: the guard's verdict of this
-   step's post_force (stat rollback: 1 rejected, -1 rejected with nothing to restore) is acted on
-   here. A rejected step is replaced by the saved state; a good one that is a multiple of
-   rollback_every is saved (and checkpointed on check steps). */
+/* After final_integrate the state (x, v, f, image, box) is complete: the engine acts on this
+   step's decision first (a flag is sent before any rollback), then the guard's verdict of
+   post_force (stat rollback: 1 rejected, -1 rejected with nothing to restore) is acted on. A
+   rejected step is replaced by the saved state; a good one that is a multiple of rollback_every
+   is saved (and checkpointed on check steps). */
 
 void FixPylal::end_of_step()
 {
+  after_step();
   double &rollback = engine->stat(engine->at().rollback);
   if (rollback > 0) {
     rollback = 0.0;

@@ -50,6 +50,7 @@ class FixPylal : public Fix {
   std::vector<double> pair_vec;
 
   double max_step_length();
+  void after_step();    // engine.end_of_step, its messages, and a stop
   void build_pairs();
   void save_state();
 };

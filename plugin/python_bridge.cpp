@@ -21,15 +21,25 @@ using namespace LAMMPS_NS;
 namespace {
 
 // the fields of the engine's stat array the plugin uses (their positions come from the engine)
-const char *STAT_FIELDS = "size e_hal virial_xx stop messages r_cut natoms step_length skin saved_step rollback "
-                          "rollback_every rollback_max rollback_temp seed vector";
-const int N_STAT_FIELDS = 15;
+const char *STAT_FIELDS = "size e_hal virial_xx stop messages natoms step_length skin saved_step rollback vector";
+const int N_STAT_FIELDS = 10;
 
 struct GilLock {    // the GIL for one scope (LAMMPS may be driven from Python or from lmp)
   PyGILState_STATE state;
   GilLock() : state(PyGILState_Ensure()) {}
   ~GilLock() { PyGILState_Release(state); }
 };
+
+// a number of the engine's describe() dict (a Python error is set when it is missing)
+double number(PyObject *dict, const char *key)
+{
+  PyObject *value = PyDict_GetItemString(dict, key);    // borrowed
+  if (!value) {
+    PyErr_Format(PyExc_KeyError, "fix pylal: the engine's describe() lacks '%s'", key);
+    return 0.0;
+  }
+  return PyFloat_AsDouble(value);    // also takes int and bool
+}
 
 PyObject *view(const void *ptr, Py_ssize_t nbytes, bool writable)
 {
@@ -68,9 +78,7 @@ PythonBridge::PythonBridge(LAMMPS *lmp, const std::string &module_name, const st
   if (!engine) failure(true);
 
   read_stat_layout();
-  PyObject *ok = PyObject_CallMethod(engine, "describe", "N", stat_view());
-  if (!ok) failure(true);
-  Py_DECREF(ok);
+  read_constants();
 }
 
 PythonBridge::~PythonBridge()
@@ -100,52 +108,44 @@ void PythonBridge::read_stat_layout()
   if ((int) index.size() != N_STAT_FIELDS + N_VECTOR || PyErr_Occurred())
     error->all(FLERR, "fix pylal: the engine's stat layout does not fit this plugin (reinstall pylal)");
   stat_.assign(index[0], 0.0);
-  int *fields[] = {&at_.e_hal, &at_.virial, &at_.stop, &at_.messages, &at_.r_cut, &at_.natoms, &at_.step_length,
-                   &at_.skin, &at_.saved_step, &at_.rollback, &at_.rollback_every, &at_.rollback_max,
-                   &at_.rollback_temp, &at_.seed};
+  int *fields[] = {&at_.e_hal, &at_.virial, &at_.stop, &at_.messages, &at_.natoms, &at_.step_length,
+                   &at_.skin, &at_.saved_step, &at_.rollback};
   for (int k = 0; k < N_STAT_FIELDS - 1; ++k) *fields[k] = (int) index[1 + k];
   for (int k = 0; k < N_VECTOR; ++k) at_.vector[k] = (int) index[N_STAT_FIELDS + k];
+}
+
+/* The run's constants: one dict from engine.describe(), read once. */
+
+void PythonBridge::read_constants()
+{
+  PyObject *d = PyObject_CallMethod(engine, "describe", nullptr);
+  if (!d) failure(true);
+  if (!PyDict_Check(d)) {
+    Py_DECREF(d);
+    error->all(FLERR, "fix pylal: the engine's describe() must return a dict (reinstall pylal)");
+  }
+  auto get = [&](const char *key) {
+    const double x = number(d, key);
+    if (PyErr_Occurred()) {
+      Py_DECREF(d);
+      failure(true);
+    }
+    return x;
+  };
+  constants_.r_cut = get("r_cut");
+  constants_.max_columns = (int) get("max_columns");
+  constants_.check_every = (long) get("check_every");
+  constants_.checkpoint = get("checkpoint") != 0.0;
+  constants_.rollback_every = (int) get("rollback_every");
+  constants_.rollback_max = (int) get("rollback_max");
+  constants_.rollback_temp = get("rollback_temp");
+  constants_.seed = (long) get("seed");
+  Py_DECREF(d);
 }
 
 PyObject *PythonBridge::stat_view()
 {
   return view(stat_.data(), sizeof(double) * stat_.size(), true);
-}
-
-long PythonBridge::check_every()
-{
-  GilLock gil;
-  PyObject *settings = PyObject_GetAttrString(engine, "settings");
-  if (!settings) failure(true);
-  PyObject *every = PyObject_GetAttrString(settings, "check_every");
-  Py_DECREF(settings);
-  if (!every) failure(true);
-  long n = PyLong_AsLong(every);
-  Py_DECREF(every);
-  return n;
-}
-
-bool PythonBridge::has_checkpoint()
-{
-  GilLock gil;
-  PyObject *settings = PyObject_GetAttrString(engine, "settings");
-  if (!settings) failure(true);
-  PyObject *checkpoint = PyObject_GetAttrString(settings, "checkpoint");
-  Py_DECREF(settings);
-  bool set = checkpoint && checkpoint != Py_None;
-  if (!checkpoint) PyErr_Clear();
-  Py_XDECREF(checkpoint);
-  return set;
-}
-
-int PythonBridge::max_columns()
-{
-  GilLock gil;
-  PyObject *k = PyObject_CallMethod(engine, "max_columns", nullptr);
-  if (!k) failure(true);
-  int n = (int) PyLong_AsLong(k);
-  Py_DECREF(k);
-  return n;
 }
 
 // a parameter file with a LAMMPS prior needs that pair style in the deck (docs/prior.md): pass the
@@ -206,6 +206,14 @@ void PythonBridge::finish(double *peratom)
     Py_DECREF(pending->object);
     pending->object = nullptr;
   }
+  if (!done) failure(false);
+  Py_DECREF(done);
+}
+
+void PythonBridge::end_of_step()
+{
+  GilLock gil;
+  PyObject *done = PyObject_CallMethod(engine, "end_of_step", "N", stat_view());
   if (!done) failure(false);
   Py_DECREF(done);
 }

@@ -88,16 +88,20 @@ def test_ase_calculator_and_lammps_engine_trip_on_the_same_rule(tmp_path, monkey
     engine = Engine(f"params.npz elements Si tau 0 {check} guard_fmax 0.001 event_log events.jsonl "
                     "flag_dir flags watch none exit_file none".split(), ntypes=1)
     stat = np.zeros(layout.SIZE)
-    engine.describe(stat)
+    stat[layout.INDEX["saved_step"]] = -1  # the caller's: nothing saved yet
     pairs = ase_pairs(atoms, spec.r_cut, spec.species)
     n = len(atoms)
     box = np.array([0, 0, 0, *np.diag(atoms.cell), 0, 0, 0, 1, 1, 1], dtype=float)
     engine.evaluate(0, n, n, np.ascontiguousarray(atoms.positions), np.ones(n, dtype=np.int32),
                     np.arange(1, n + 1, dtype=np.int32), pairs.centers.astype(np.int32),
                     pairs.neighbors.astype(np.int32), np.ascontiguousarray(pairs.vectors), box, stat)
-    engine.finish(np.zeros((n, 3)), np.zeros((n, 3)), stat)
+    record = engine.finish(np.zeros((n, 3)), np.zeros((n, 3)), stat)
     assert stat[layout.INDEX["rollback"]] == -1.0  # rejected; nothing saved to go back to
     assert stat[layout.INDEX["guard_events"]] == 1 and engine.n_flags == 1 == stat[layout.INDEX["flags"]]
+    assert record.decision.flag and record.decision.guard.reason == "forces"
+    # finish only computes: the flag and the event are written by end_of_step
+    assert not list((tmp_path / "flags").glob("flag_*.xyz")) and not (tmp_path / "events.jsonl").exists()
+    engine.end_of_step(stat)
     assert len(list((tmp_path / "flags").glob("flag_*.xyz"))) == 1
     (event,) = [json.loads(line) for line in open("events.jsonl")]
     assert event["reason"] == "forces" and event["rollback_to"] is None
@@ -142,3 +146,41 @@ def test_labels_of_blown_up_configurations_stay_out_of_fits():
     broken.positions[neighbour] = broken.positions[0] + 0.4 * d / np.linalg.norm(d)
     problem = label_problem(label(broken, sw).atoms)
     assert problem is not None and "max_label_force" in problem
+
+
+def test_the_controller_flags_guard_events_under_the_one_cooldown():
+    """With flag_guard, a guard event is a flag the controller decides like a flag of f_i: both wait
+    out the same cooldown after either kind; a step the host rolls back is flagged regardless (the
+    rollback keeps it from recurring) and burns adaptive tau in again."""
+    rng = np.random.default_rng(0)
+    rule = HalRule(tau_rel=0.1, tau_window=2, check_every=1, s_tol=None, f_tol=0.0, cooldown=10, flag_guard=True)
+    hal = HalController(rule, guard=Guard(GuardRule(f_max=50.0, r_min=None, sigma_jump=None)))
+
+    def decide(step, trip=False, rollback=False):
+        f = rng.normal(size=(20, 3))
+        members = f[None] + 0.3 * rng.normal(size=(4, 20, 3))
+        figures = local_figures(f * (1000.0 if trip else 1.0), None, 0.0)
+        return hal.decide(step, f, f, members, spread=0.1, guard_figures=figures, rollback=rollback)
+
+    flags = {}
+    for step, trip in ((0, False), (3, True), (10, True), (12, False), (20, False)):
+        d = decide(step, trip)
+        assert (d.guard is not None) == trip and d.check
+        flags[step] = d.flag
+    # f_i flags at 0; the guard event at 3 is within its cooldown, the one at 10 is not; the f_i
+    # flag due at 12 is within the guard flag's cooldown
+    assert flags == {0: True, 3: False, 10: True, 12: False, 20: True}
+    assert hal.n_flags == 3 and hal.guard.n_events == 2
+    for step in range(21, 26):  # adaptive tau's window fills (flags held back by the cooldown)
+        assert not decide(step).flag
+    assert hal.current_tau() > 0
+    rolled = decide(26, trip=True, rollback=True)  # within the cooldown of step 20, but rolled back
+    assert rolled.flag and hal.n_flags == 4 and hal.current_tau() == 0.0
+
+
+def test_a_guard_event_is_no_flag_without_flag_guard():
+    """The ASE calculator's rule (flag_guard off): the guard only reports; no flag is counted."""
+    hal = HalController(HalRule(check_every=0), guard=Guard(GuardRule(f_max=1.0)))
+    f = np.full((4, 3), 10.0)
+    d = hal.decide(0, f, guard_figures=local_figures(f, None, 0.0))
+    assert d.guard is not None and not d.flag and hal.n_flags == 0

@@ -149,3 +149,31 @@ def test_controller_reduction_split_over_processes_equals_serial():
         assert d.softmax == pytest.approx(serial.softmax, rel=1e-12)
         assert d.tau_next == pytest.approx(serial.tau_next, rel=1e-12) and d.flag == serial.flag
     np.testing.assert_allclose(np.concatenate([d.f_i for d in decisions]), serial.f_i, rtol=1e-12)
+
+
+def test_finish_only_computes_and_end_of_step_acts(tmp_path, monkeypatch):
+    """A flagged check step with a trace and an existing stop file: finish() returns the decision
+    record and writes nothing (no flag file, no trace row, no stop); end_of_step() sends the flag,
+    writes the trace row and asks the caller to stop."""
+    monkeypatch.chdir(tmp_path)
+    random_parameters(SPEC, n_members=4, seed=1).save("params.npz")
+    (tmp_path / "STOP").write_text("")
+    engine = Engine("params.npz elements Si C tau 0 check_every 1 f_tol 0 flag_dir flags trace trace.csv "
+                    "stop_file STOP watch none exit_file none".split(), ntypes=2)
+    atoms = sic_cell()
+    pairs = ase_pairs(atoms, SPEC.r_cut, SPEC.species)
+    n = len(atoms)
+    stat = np.zeros(layout.SIZE)
+    stat[layout.INDEX["saved_step"]] = -1
+    engine.evaluate(0, n, n, np.ascontiguousarray(atoms.positions), (pairs.species + 1).astype(np.int32),
+                    np.arange(1, n + 1, dtype=np.int32), pairs.centers.astype(np.int32),
+                    pairs.neighbors.astype(np.int32), np.ascontiguousarray(pairs.vectors), np.zeros(12), stat)
+    forces = np.zeros((n, 3))
+    record = engine.finish(forces, np.zeros((n, 3)), stat)
+    assert record.decision.flag and record.decision.check and np.abs(forces).max() > 0
+    assert engine.n_flags == 1 == stat[layout.INDEX["flags"]] and stat[layout.INDEX["stop"]] == 0
+    assert not list((tmp_path / "flags").glob("flag_*.xyz")) and not (tmp_path / "trace.csv").exists()
+    engine.end_of_step(stat)
+    assert len(list((tmp_path / "flags").glob("flag_*.xyz"))) == 1
+    assert len((tmp_path / "trace.csv").read_text().splitlines()) == 2  # header + the step
+    assert stat[layout.INDEX["stop"]] == 1.0

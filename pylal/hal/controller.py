@@ -12,7 +12,10 @@ It owns
              non-finite f_i; no new flag within `cooldown` steps of the last one
   guard      (optional, pylal.hal.guard) every step: a configuration broken beyond learning in place
              (exploding forces, close contact, sigma jump, too long a step); `decision.guard`
-             says why, and the host rolls back (fix pylal) or restores its last good state (ASE loop)
+             says why, and the host rolls back (fix pylal) or restores its last good state (ASE loop).
+             With `flag_guard` the rejected configuration is a flag too, under the same cooldown,
+             except when the host rolls back (then it cannot recur at every step); a rollback
+             also burns tau in again (the bias drove the run there)
 and its restart state. The model computes (F_bar, grad sigma~, member forces, spread); the engine
 and the calculator only move data between the model, the controller and their host.
 
@@ -54,7 +57,8 @@ def serial_reduce(packed: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class HalRule:
-    """Every number of the HAL policy; defaults as `fix pylal` (docs/fix_pylal.md)."""
+    """Every number of the HAL policy, and its default: `fix pylal` differs in check_every, cooldown
+    and flag_guard (pylal.lammps.settings.FIX_HAL); docs/keywords.md lists every host's."""
 
     tau: float = 0.0  # fixed bias strength (eV); ignored when tau_rel is given
     tau_rel: float | None = None  # adaptive tau (HAL eq. 12)
@@ -65,7 +69,8 @@ class HalRule:
     f_tol: float | None = None  # max f_i tolerance (eq. 7)
     sigma_tol: float | None = None  # committee spread per atom (eV/atom)
     cooldown: int = 0  # steps after a flag during which no new one is raised
-    stop_on_flag: bool = False  # a flag also asks the host to stop (fix on_flag stop, the ASE loop)
+    stop_on_flag: bool = False  # a flag of f_i also asks the host to stop (fix on_flag stop, the ASE loop)
+    flag_guard: bool = False  # a guard event is a flag too (fix pylal sends its configuration for labelling)
 
     @property
     def biased(self) -> bool:
@@ -84,7 +89,7 @@ class Decision:
     tau: float  # tau used at this step
     tau_next: float  # tau of the next step
     check: bool = False  # f_i evaluated (first evaluation of a check step)
-    flag: bool = False
+    flag: bool = False  # of f_i, or (flag_guard) of the guard
     stop: bool = False
     f_max: float = 0.0  # of the last check step
     softmax: float = 0.0
@@ -104,6 +109,7 @@ class HalController:
         self.last_update_step: int | None = None  # last step added to adaptive tau's window
         self.last_check_step: int | None = None
         self.last_flag_step: int | None = None
+        self.last_step: int | None = None  # of the last decide(): a step decided again acts on no guard event
         self.n_flags = 0
         self.f_max = 0.0
         self.softmax = 0.0
@@ -138,15 +144,17 @@ class HalController:
 
     # ---- the decision -------------------------------------------------------------------
     def decide(self, step: int, forces_mean, grad_sigma=None, member_forces=None, spread: float = 0.0,
-               guard_figures=None) -> Decision:
+               guard_figures=None, rollback: bool = False) -> Decision:
         """Collective when a reduction is needed: every process calls it with its own atoms.
 
         forces_mean (n, 3): total unbiased force on this process's atoms (any prior included);
         grad_sigma (n, 3) or None (unbiased step); member_forces (K, n, 3) on check steps (total,
         prior included); spread: the committee's energy spread (HAL eq. 5 without 1/lambda), global;
-        guard_figures: this process's pylal.hal.guard.local_figures (with a guard: every step)."""
+        guard_figures: this process's pylal.hal.guard.local_figures (with a guard: every step);
+        rollback: the host restores its last good state if the guard rejects this step."""
         rule = self.rule
         tau = self.tau_at(step)
+        repeated, self.last_step = step == self.last_step, step
         update = self.adaptive is not None and (self.last_update_step is None or step > self.last_update_step)
         check = member_forces is not None and rule.is_check_step(step) and step != self.last_check_step
         guarding = self.guard is not None and guard_figures is not None
@@ -177,32 +185,45 @@ class HalController:
             self.adaptive.update(packed[0], packed[1])
             self.last_update_step = step
             decision.tau_next = self.current_tau()
-        if guarding:  # first: a step the guard rejects is flagged (once) by the guard path, not by the check
-            decision.guard = self.guard.check(packed[GUARD], spread)
+        if guarding:  # first: a step the guard rejects is flagged (once) as a guard event, not by the check
+            event = self.guard.check(packed[GUARD], spread)
+            decision.guard = None if repeated else event
         if check:
             self._check(decision, packed, f_i, g_norm, spread)
+        if decision.guard is not None:
+            self._on_guard(decision, rollback)
         return decision
+
+    def _cooled(self, step: int) -> bool:
+        """The one cooldown of every flag: none within `cooldown` steps of the last."""
+        return self.last_flag_step is None or step - self.last_flag_step >= self.rule.cooldown
+
+    def _count_flag(self, step: int):
+        self.last_flag_step = step
+        self.n_flags += 1
+
+    def _on_guard(self, decision: Decision, rollback: bool):
+        """A rejected step: flagged (flag_guard) when cooled or rolled back; a rollback burns tau in."""
+        if self.rule.flag_guard and (rollback or self._cooled(decision.step)):
+            decision.flag = True
+            self._count_flag(decision.step)
+        if rollback:
+            self.burn_in()
+            self.guard.reset()
 
     def _check(self, decision: Decision, packed, f_i, g_norm, spread):
         rule, step = self.rule, decision.step
         self.last_check_step = step
         self.f_max, self.softmax = float(packed[SOFTMAX]), 1.0 / float(packed[SOFTMAX + 1])
         sigma_per_atom = spread / max(packed[2], 1.0) if rule.sigma_tol is not None else None
-        cooled = self.last_flag_step is None or step - self.last_flag_step >= rule.cooldown
         untrusted = (not np.isfinite(self.f_max)
                      or physics.triggered(self.softmax, self.f_max, rule.s_tol, rule.f_tol, sigma_per_atom, rule.sigma_tol))
         decision.check, decision.f_i, decision.bias_norm = True, f_i, decision.tau * g_norm
         decision.f_max, decision.softmax = self.f_max, self.softmax
-        decision.flag = bool(untrusted and cooled and decision.guard is None)
+        decision.flag = bool(untrusted and decision.guard is None and self._cooled(step))
         decision.stop = decision.flag and rule.stop_on_flag
         if decision.flag:
-            self.last_flag_step = step
-            self.n_flags += 1
-
-    def record_guard_flag(self, step: int):
-        """A guard event was flagged (written and sent like any flag): counted with the flags."""
-        self.n_flags += 1
-        self.last_flag_step = step
+            self._count_flag(step)
 
     # ---- restart ------------------------------------------------------------------------
     STATE_KEYS = ("last_update_step", "last_check_step", "last_flag_step", "n_flags", "f_max", "softmax")

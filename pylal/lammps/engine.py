@@ -11,9 +11,14 @@ Each step LAMMPS calls, on every rank:
               The K committee energies are summed over ranks inside the jitted step (one
               allreduce), so E_bar, sigma and the bias coefficients are global.
   finish()    the owned rows, now complete: the controller decides (adaptive tau, and on check
-              steps f_i, HAL eq. 6, and the flag rule, with one packed allreduce), the engine adds
-              F_HAL = F_bar + tau grad sigma~ to LAMMPS's forces and hands flags to the walker side.
-Scalars go back through `stat`, a small float64 array owned by the caller (pylal/lammps/stat.py).
+              steps f_i, HAL eq. 6, and every flag, with one packed allreduce), the engine adds
+              F_HAL = F_bar + tau grad sigma~ to LAMMPS's forces and returns the decision record
+              (StepRecord). It only computes: LAMMPS is inside its force call.
+  end_of_step()  after the step, where `fix halt` acts: sends the record's flag, writes the trace
+              and event log, waits for a new version (on_flag wait), reads the stop file, and sets
+              stat `stop` when the run must end.
+Per-step scalars go back through `stat`, a small float64 array owned by the caller
+(pylal/lammps/stat.py); the run's constants come once from describe().
 
 A parameter file with a LAMMPS prior (pylal.prior) needs that pair style in the deck: init() of the
 fix asks prior_styles(), looks them up in LAMMPS's pair style (force->pair_match) and calls
@@ -26,8 +31,9 @@ neither updates tau nor flags again, so `run 100; run 100` equals `run 200`.
 
 Guard and rollback (docs/fix_pylal.md): finish() hands the controller this rank's guard figures
 (pylal.hal.guard: max |F|, shortest pair, step length); when the guard trips, the configuration is
-flagged like any flag (info `guard`), and the engine asks its caller (stat `rollback`) to restore
-the last good state it saved; adaptive tau burns in again. The caller (plugin/fix_pylal.cpp) owns
+flagged like any flag (info `guard`; the controller decides it, under the same cooldown), and the
+engine asks its caller (stat `rollback`) to restore the last good state it saved; adaptive tau burns
+in again. The caller (plugin/fix_pylal.cpp) owns
 the saved state, the restore and the velocity redraw; the engine writes the checkpoint file.
 """
 from __future__ import annotations
@@ -55,7 +61,7 @@ import dataclasses  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pylal.hal import physics  # noqa: E402
-from pylal.hal.controller import HalController  # noqa: E402
+from pylal.hal.controller import Decision, HalController  # noqa: E402
 from pylal.hal.guard import Guard, local_figures  # noqa: E402
 from pylal.lammps.checkpoint import Checkpointer  # noqa: E402
 from pylal.lammps import stat as layout  # noqa: E402
@@ -99,6 +105,37 @@ class PendingStep:
     pair_vectors: np.ndarray  # this rank's pairs (for the guard's shortest distance)
 
 
+@dataclasses.dataclass
+class Flagged:
+    """A flagged step's owned atoms, copied in finish() for end_of_step() to send."""
+
+    tags: np.ndarray
+    types: np.ndarray
+    x: np.ndarray
+    box: np.ndarray
+    f_i: np.ndarray  # NaN off check steps (a guard event)
+    bias_norm: np.ndarray
+
+    @classmethod
+    def of(cls, p: PendingStep, d: Decision) -> "Flagged":
+        n, nan = p.n_local, np.full(p.n_local, np.nan)
+        return cls(p.tags[:n].copy(), p.types[:n].copy(), p.x[:n].copy(), p.box,
+                   d.f_i if d.f_i is not None else nan, d.bias_norm if d.bias_norm is not None else nan)
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """finish()'s decision record of one step: the controller's decision and what end_of_step() needs."""
+
+    decision: Decision
+    energy: float
+    sigma: float
+    volume_per_atom: float
+    natoms: float  # LAMMPS's atom count (to notice lost atoms)
+    rollback_to: int | None  # the guard rejected the step and the caller restores this saved step
+    flagged: Flagged | None  # the configuration to send when the step is flagged
+
+
 class Engine:
     def __init__(self, args: list[str], comm=None, ntypes: int | None = None):
         """args: the fix arguments after `pylal`; comm: mpi4py communicator of LAMMPS (None: serial)."""
@@ -109,17 +146,17 @@ class Engine:
         self._check_elements(params)
         self.params_path = self.settings.params_path
         self.model = CommitteeModel(params, reduce_sum=self.comm.sum if self.comm.parallel else None)
-        rule = self.settings.guard_rule()
-        self.hal = HalController(self.settings.rule(), reduce=self.comm.hal_reduce,
-                                 guard=Guard(rule) if rule is not None else None)
+        guard = self.settings.guard
+        self.hal = HalController(self.settings.hal, reduce=self.comm.hal_reduce,
+                                 guard=Guard(guard) if guard is not None else None)
         self.walker = Walker(self.settings, self.comm, params.version, params.spec.r_cut)
         self.checkpointer = Checkpointer(self.settings, self.comm) if self.settings.checkpoint else None
         self.n_swaps = 0
         self.n_rollbacks = 0
         self.n_compilations = 0
-        self._last_finished: int | None = None  # step of the last finish(): a re-evaluation is not guarded again
         self._lost_reported = False
         self._pending: PendingStep | None = None
+        self._record: StepRecord | None = None  # of the last finish(), until end_of_step()
 
     def close(self):
         self.walker.close()
@@ -187,27 +224,20 @@ class Engine:
             raise FixArgumentError(missing_prior_message(prior, pair_style or "none", self.settings.elements,
                                                          self.r_cut))
 
-    def max_columns(self) -> int:
-        """Widest force row evaluate() returns: F_bar, grad sigma~ and K member forces."""
-        return 6 + 3 * self.params.n_members
-
     @staticmethod
     def stat_indices(names) -> list[int]:
         """The stat layout for the caller (pylal/lammps/stat.py): positions of `names`."""
         return layout.indices(names)
 
-    def describe(self, stat_buffer) -> None:
-        stat = _view(stat_buffer, np.float64, (layout.SIZE,))
-        stat[STAT["r_cut"]] = self.r_cut
-        stat[STAT["version"]] = self.params.version
-        stat[STAT["flags"]] = self.n_flags
+    def describe(self) -> dict:
+        """The constants of this run, read once by the caller at set-up (the stat array carries
+        per-step values only). The widest force row is fixed: a swap keeps the committee size."""
         s = self.settings
-        saving = self.hal.guard is not None and s.rollback == "yes"
-        stat[STAT["rollback_every"]] = s.rollback_every if saving else 0  # 0: the caller saves nothing
-        stat[STAT["rollback_max"]] = s.rollback_max
-        stat[STAT["rollback_temp"]] = s.rollback_temp
-        stat[STAT["seed"]] = s.seed
-        stat[STAT["saved_step"]] = -1
+        saving = self.hal.guard is not None and s.rollback
+        return dict(r_cut=self.r_cut, max_columns=6 + 3 * self.params.n_members,  # F_bar, grad sigma~, K F^k
+                    check_every=s.hal.check_every, checkpoint=s.checkpoint is not None,
+                    rollback_every=s.rollback_every if saving else 0,  # 0: the caller saves nothing
+                    rollback_max=s.rollback_max, rollback_temp=s.rollback_temp, seed=s.seed)
 
     # ---- hot-swap -----------------------------------------------------------------------
     def swap(self, params: Parameters, step: int, path: str | None = None):
@@ -276,16 +306,16 @@ class Engine:
         w = res.virial  # of F_HAL
         out[layout.VIRIAL:layout.VIRIAL + 6] = (w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2])
         out[STAT["version"]] = self.params.version
-        out[STAT["r_cut"]] = self.r_cut
         out[STAT["swaps"]] = self.n_swaps
         self._pending = PendingStep(step, n_local, buf, tau, res.energy, res.sigma, res.spread, res.atom_sigma,
                                     x, types, _view(tags, np.int32, (n_all,)), np.array(_view(box, np.float64, (12,))),
                                     pairs.vectors)
         return buf
 
-    def finish(self, forces, peratom, stat) -> int:
-        """Adds F_HAL to the owned atoms' forces (n_local, 3); fills the per-atom array
-        (f_i, atom sigma, |F_bias|) on check steps. Returns 1 to stop the run."""
+    def finish(self, forces, peratom, stat) -> StepRecord:
+        """Adds F_HAL to the owned atoms' forces (n_local, 3); fills the per-atom array (f_i, atom
+        sigma, |F_bias|) on check steps and the step's stat. Returns the decision record, which
+        end_of_step() acts on: nothing here writes, sends, waits or stops (LAMMPS is in its force call)."""
         p, self._pending = self._pending, None
         n = p.n_local
         owned = p.buf[:n]
@@ -304,21 +334,30 @@ class Engine:
         if self.hal.guard is not None:  # what the integrator will use: LAMMPS's forces so far + F_HAL
             self._set_skin(out[STAT["skin"]])
             figures = self._guard_figures(p, f_lammps + f_hal, out[STAT["step_length"]])
-        d = self.hal.decide(p.step, f_learned + f_prior, grad_sigma, members, p.spread, guard_figures=figures)
+        saved = int(out[STAT["saved_step"]])
+        rollback = self.settings.rollback and saved >= 0  # the caller can restore a good state
+        d = self.hal.decide(p.step, f_learned + f_prior, grad_sigma, members, p.spread, guard_figures=figures,
+                            rollback=rollback)
         f_lammps[:] += f_hal
-        out[STAT["stop"]] = out[STAT["rollback"]] = 0.0
         self.walker.last_step = p.step
-        self._notice_lost_atoms(d, out[STAT["natoms"]])
-        repeated, self._last_finished = p.step == self._last_finished, p.step
-        if d.guard is not None and not repeated:
-            self._on_guard(p, d, peratom, out)
-        elif d.check:
-            self._after_check(p, d, peratom, out)
+        rolled = d.guard is not None and rollback
+        if rolled:
+            self.n_rollbacks += 1
+        if d.check and d.guard is None and peratom is not None:
+            _view(peratom, np.float64, (n, 3))[:] = np.column_stack([d.f_i, p.atom_sigma[:n], d.bias_norm])
+        self._record = StepRecord(d, p.energy, p.sigma, volume_per_atom(p.box, out[STAT["natoms"]]),
+                                  float(out[STAT["natoms"]]), saved if rolled else None,
+                                  Flagged.of(p, d) if d.flag else None)
+        self._write_stat(out, d, rolled)
+        return self._record
+
+    def _write_stat(self, out, d: Decision, rolled: bool):
+        """The decided step's scalars for the caller."""
+        out[STAT["rollback"]] = 0.0 if d.guard is None else 1.0 if rolled else -1.0  # -1: do not save this state
         out[STAT["f_max"]], out[STAT["softmax"]], out[STAT["flags"]] = d.f_max, d.softmax, self.n_flags
         out[STAT["rollbacks"]] = self.n_rollbacks
         out[STAT["guard_events"]] = self.hal.guard.n_events if self.hal.guard is not None else 0
         out[STAT["messages"]] = len(self.walker.messages)
-        return int(out[STAT["stop"]])
 
     def _guard_figures(self, p: PendingStep, forces, step_length: float):
         """This rank's part of the guard's figures (pylal.hal.guard.local_figures)."""
@@ -329,36 +368,68 @@ class Engine:
         if skin > 0 and rule.skin != skin:
             self.hal.guard.rule = dataclasses.replace(rule, skin=float(skin))
 
-    def _on_guard(self, p: PendingStep, d, peratom, out):
-        """The guard rejected this step: flag the configuration, and roll back when a good state is saved."""
-        s, n, event = self.settings, p.n_local, d.guard
-        saved = int(out[STAT["saved_step"]])
-        roll = s.rollback == "yes" and saved >= 0
-        cooled = self.hal.last_flag_step is None or p.step - self.hal.last_flag_step >= s.cooldown
-        if roll or cooled:  # without rollback, a blow-up would flag every step
-            self.hal.record_guard_flag(p.step)
-            nan = np.full(n, np.nan)
-            info = dict(step=p.step, sigma=p.sigma, f_max=d.f_max, softmax=d.softmax, tau=d.tau,
-                        params_version=self.params.version, params_hash=self.params.content_hash,
-                        seed=s.seed, n_ranks=self.comm.size, guard=event.reason, guard_detail=event.describe(),
-                        rollback_to=saved if roll else -1)
-            self.walker.send_flag(self.n_flags, p.step, p.tags[:n], p.types[:n], p.x[:n], p.box,
-                                  d.f_i if d.f_i is not None else nan, d.bias_norm if d.bias_norm is not None else nan,
-                                  info)
-            self.walker.trace_row(p.step, self.params.version, d.tau, p.energy, p.sigma, d.f_max, d.softmax,
-                                  self.n_flags, True, volume_per_atom(p.box, out[STAT["natoms"]]))
-        action = f"rolling back to step {saved}" if roll else (
-            "no saved state yet: continuing" if s.rollback == "yes" else "rollback no: continuing")
-        self.log(f"step {p.step}: guard: {event.describe()}; {action}")
-        self.walker.record_event(dict(event="guard", step=p.step, reason=event.reason, detail=event.describe(),
-                                      rollback_to=saved if roll else None, version=self.params.version))
-        out[STAT["rollback"]] = 1.0 if roll else -1.0  # -1: the caller must not save this state
-        if roll:
-            self.n_rollbacks += 1
-            self.hal.burn_in()  # the bias drove the run here: tau is 0 again for tau_window steps
-            self.hal.guard.reset()
-        if s.on_flag == "wait" and (roll or cooled):
-            self._swap_if_new(*self.walker.wait_for_version(p.step, self.params.version), p.step)
+    def end_of_step(self, stat) -> None:
+        """After the step (LAMMPS's end_of_step, where `fix halt` acts; collective): acts on finish()'s
+        record. Sends the flag, writes the trace and event log, waits for a new version (on_flag
+        wait), reads the stop file; sets stat `stop` when the run must end."""
+        out = _view(stat, np.float64, (layout.SIZE,))
+        out[STAT["stop"]] = 0.0
+        r, self._record = self._record, None
+        if r is None:
+            return
+        self._notice_lost_atoms(r.decision, r.natoms)
+        if r.decision.guard is not None:
+            self._after_guard(r)
+        elif r.decision.check:
+            out[STAT["stop"]] = float(self._after_check(r))
+        out[STAT["messages"]] = len(self.walker.messages)
+
+    def _after_guard(self, r: StepRecord):
+        """The guard rejected the step: send its flag (the controller decided it) and log why."""
+        d, event, saved = r.decision, r.decision.guard, r.rollback_to
+        if d.flag:
+            self._send_flag(r, guard=event.reason, guard_detail=event.describe(),
+                            rollback_to=saved if saved is not None else -1)
+            self._trace_row(r)
+        action = f"rolling back to step {saved}" if saved is not None else (
+            "no saved state yet: continuing" if self.settings.rollback else "rollback no: continuing")
+        self.log(f"step {d.step}: guard: {event.describe()}; {action}")
+        self.walker.record_event(dict(event="guard", step=d.step, reason=event.reason, detail=event.describe(),
+                                      rollback_to=saved, version=self.params.version))
+        if d.flag and self.settings.on_flag == "wait":
+            self._wait(d.step)
+
+    def _after_check(self, r: StepRecord) -> bool:
+        """A check step: send its flag, write the trace row, wait or stop; True: end the run."""
+        d, s = r.decision, self.settings
+        if d.flag:
+            self._send_flag(r)
+        if d.stop:
+            self.walker.record_exit("flag_stop", f"flag {self.n_flags} with on_flag stop")
+        self._trace_row(r)
+        if d.flag and s.on_flag == "wait":
+            self._wait(d.step)
+        if self.walker.stop_requested():
+            self.log(f"step {d.step}: stop file {s.stop_file} exists; ending the run")
+            self.walker.record_exit("stop_file", f"stop file {s.stop_file} exists")
+            return True
+        return d.stop
+
+    def _send_flag(self, r: StepRecord, **extra):
+        d, a = r.decision, r.flagged
+        info = dict(step=d.step, sigma=r.sigma, f_max=d.f_max, softmax=d.softmax, tau=d.tau,
+                    params_version=self.params.version, params_hash=self.params.content_hash,
+                    seed=self.settings.seed, n_ranks=self.comm.size, **extra)
+        self.walker.send_flag(self.n_flags, d.step, a.tags, a.types, a.x, a.box, a.f_i, a.bias_norm, info)
+
+    def _trace_row(self, r: StepRecord):
+        d = r.decision
+        self.walker.trace_row(d.step, self.params.version, d.tau, r.energy, r.sigma, d.f_max, d.softmax,
+                              self.n_flags, d.flag, r.volume_per_atom)
+
+    def _wait(self, step: int):
+        """on_flag wait: hold until the server publishes a newer version, and swap it in."""
+        self._swap_if_new(*self.walker.wait_for_version(step, self.params.version), step)
 
     def checkpoint(self, step, n_local, tags, types, x, v, image, box, masses) -> None:
         """Called by the caller right after it saved a good state on a check step (collective):
@@ -370,28 +441,6 @@ class Engine:
                                       _view(x, np.float64, (n, 3)), _view(v, np.float64, (n, 3)),
                                       _view(image, np.int32, (n, 3)), np.array(_view(box, np.float64, (12,))),
                                       np.array(_view(masses, np.float64, (-1,))))
-
-    def _after_check(self, p: PendingStep, d, peratom, out):
-        s, n = self.settings, p.n_local
-        if peratom is not None:
-            _view(peratom, np.float64, (n, 3))[:] = np.column_stack([d.f_i, p.atom_sigma[:n], d.bias_norm])
-        if d.flag:
-            info = dict(step=p.step, sigma=p.sigma, f_max=d.f_max, softmax=d.softmax, tau=d.tau,
-                        params_version=self.params.version, params_hash=self.params.content_hash,
-                        seed=s.seed, n_ranks=self.comm.size)
-            self.walker.send_flag(self.n_flags, p.step, p.tags[:n], p.types[:n], p.x[:n], p.box, d.f_i,
-                                  d.bias_norm, info)
-        if d.stop:
-            out[STAT["stop"]] = 1.0
-            self.walker.record_exit("flag_stop", f"flag {self.n_flags} with on_flag stop")
-        self.walker.trace_row(p.step, self.params.version, d.tau, p.energy, p.sigma, d.f_max, d.softmax,
-                              self.n_flags, d.flag, volume_per_atom(p.box, out[STAT["natoms"]]))
-        if d.flag and s.on_flag == "wait":
-            self._swap_if_new(*self.walker.wait_for_version(p.step, self.params.version), p.step)
-        if self.walker.stop_requested():
-            self.log(f"step {p.step}: stop file {s.stop_file} exists; ending the run")
-            self.walker.record_exit("stop_file", f"stop file {s.stop_file} exists")
-            out[STAT["stop"]] = 1.0
 
     def _notice_lost_atoms(self, d, natoms: float):
         """The controller's reduction counted the atoms; fewer than LAMMPS's total means lost atoms
@@ -429,7 +478,7 @@ class Engine:
 
 
 class NullEngine(Engine):
-    """Zero forces, no model evaluation: measures the plugin's own cost (neighbor pairs, the two
+    """Zero forces, no model evaluation: measures the plugin's own cost (neighbor pairs, the
     Python calls, reverse communication). Select with `fix ... pylal ... engine pylal.lammps.engine:NullEngine`."""
 
     def evaluate(self, step, n_local, n_all, x, types, tags, pair_i, pair_j, pair_vectors, box, stat,
@@ -437,5 +486,5 @@ class NullEngine(Engine):
         self._pending = None
         return np.zeros((n_all, 3))
 
-    def finish(self, forces, peratom, stat) -> int:
-        return 0
+    def finish(self, forces, peratom, stat) -> None:
+        return None

@@ -167,8 +167,9 @@ def post_force(lmp_ptr, vflag=0) -> None:
                     np.ascontiguousarray(types[order], np.int32), np.ascontiguousarray(tags[order], np.int32),
                     pair_i, pair_j, vectors, box, inst.stat, n_centers=n_centres)
     f_hal = np.zeros((n_local, 3))
-    engine.finish(f_hal, None, inst.stat)  # sets stat[STAT_STOP]; see last_stat("stop")
+    engine.finish(f_hal, None, inst.stat)
     lmp.numpy.extract_atom("f", nelem=n_local, dim=3)[:] += f_hal
+    engine.end_of_step(inst.stat)  # flags, trace, wait; stat "stop", see last_stat("stop")
     text = engine.pop_messages()
     if text:
         sys.stdout.write(text)

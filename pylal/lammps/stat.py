@@ -1,14 +1,14 @@
-"""The `stat` array: the per-step scalars the engine hands to its caller (C++ `fix pylal` or the
-python/invoke callback), float64, owned by the caller. Declared here only: the plugin asks
+"""The `stat` array: the per-step scalars exchanged by the engine and its caller (C++ `fix pylal`
+or the python/invoke callback), float64, owned by the caller. Declared here only: the plugin asks
 `Engine.stat_indices(names)` at set-up where each field it uses lives and how long the array is.
+Per-run constants are not here: they come once from `Engine.describe()`.
 """
 FIELDS = (
     "e_hal",  # E_HAL = E - tau sigma~ of all atoms (HAL eq. 1): the fix's scalar
     "e", "sigma", "tau", "f_max", "softmax", "flags", "version", "rollbacks",  # the fix's global vector f_ID[1..8]
     "virial_xx", "virial_yy", "virial_zz", "virial_xy", "virial_xz", "virial_yz",  # this rank's pairs, of F_HAL
-    "stop",  # 1: end the run (on_flag stop, stop file)
+    "stop",  # 1: end the run (on_flag stop, stop file); written by Engine.end_of_step
     "messages",  # number of messages queued on rank 0 (Engine.pop_messages)
-    "r_cut",  # model cutoff (A)
     "swaps",  # parameter swaps in this run
     "natoms",  # written by the caller: the system's atom count (to notice lost atoms)
     # blow-up guard and rollback (pylal/hal/guard.py, docs/fix_pylal.md)
@@ -17,7 +17,6 @@ FIELDS = (
     "saved_step",  # written by the caller: step of the saved good state (-1: none yet)
     "rollback",  # 1: restore the saved state at the end of this step (the engine decided)
     "guard_events",  # guard events so far
-    "rollback_every", "rollback_max", "rollback_temp", "seed",  # the fix's settings, for the caller
 )
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 SIZE = len(FIELDS)

@@ -175,7 +175,7 @@ class Walker:
     def send_flag(self, n_flag: int, step: int, tags, types, x, box, f_i, bias_norm, info: dict):
         """Gathers the owned atoms of every rank to rank 0, which writes and sends the flag; a cell
         of more than label_max_atoms atoms is carved instead (send_carved)."""
-        n_max = self.settings.label_max_atoms
+        n_max = self.carve_rule.max_atoms
         if n_max and self.comm.sum(float(len(tags))) > n_max:
             return self.send_carved(n_flag, step, tags, types, x, box, f_i, info)
         parts = self.comm.gather((tags.copy(), types.copy(), x.copy(), f_i, bias_norm))
