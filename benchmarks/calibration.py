@@ -1,5 +1,5 @@
 """Is the committee honest? Calibration of the committee's force spread on held-out solid and liquid
-reference MD (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020), for Si/SW and Al-Cu/EAM, per committee candidate:
+reference MD (held-out z-scores, Tran et al. 2020), for Si/SW and Al-Cu/EAM, per committee candidate:
   brr   posterior samples c^k ~ N(c_bar, Sigma) (HAL eq. 5; what pylal used before);
   cv    the same, with Sigma scaled by kappa^2 from cross-validation (pylal's default, fit/committee.py);
   pops  POPS misspecification covariance (Swinburne & Perez; ace-jax's pops_corrections + hypercube).

@@ -570,7 +570,7 @@ class Campaign:
 
 
 def calibration_line(final: dict) -> str:
-    """How honest the final committee is on the held-out set (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020), per phase."""
+    """How honest the final committee is on the held-out set (held-out z-scores, Tran et al. 2020), per phase."""
     parts = [f"calibration on the held-out set: force rms z {final['holdout_force_rms_z']:.2f} "
              f"(1 is calibrated), 95% interval holds {100 * final['holdout_force_coverage95']:.0f}% of the errors"]
     for phase, p in (final.get("holdout_phases") or {}).items():

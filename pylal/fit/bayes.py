@@ -96,9 +96,15 @@ def column_scale(factor: Factor) -> np.ndarray:
     RMSE 32 eV/A, against 2.2 for zero force). Floored at the median column RMS, rare columns keep the prior
     of a typical feature (0.43 eV/A there; Ni-Al-H, Al-Si-Mg-Cu-Fe, CdTe unchanged within 0.5%)."""
     d = factor.r.shape[0] - 1
-    s = np.sqrt(np.sum(factor.r[:, :d] ** 2, axis=0) / max(factor.n_rows, 1))
+    return floored_rms(np.sum(factor.r[:, :d] ** 2, axis=0), factor.n_rows)
+
+
+def floored_rms(sq_norms: np.ndarray, n_rows: int) -> np.ndarray:
+    """Column RMS from the columns' squared norms over n_rows rows, floored at the median nonzero one
+    (`column_scale`); all ones when every column is zero."""
+    s = np.sqrt(np.clip(sq_norms, 0.0, None) / max(n_rows, 1))
     seen = s[s > 0]
-    return np.maximum(s, np.median(seen)) if len(seen) else np.ones(d)
+    return np.maximum(s, np.median(seen)) if len(seen) else np.ones(len(s))
 
 
 def evidence_fit(factor: Factor, degrees: np.ndarray | None = None, smoothness=(2.0,),

@@ -5,10 +5,11 @@ Used by the refit server, the campaign's final fit, the ASE loop and `pylal fit`
    atom on the composition;
 2. the Bayesian posterior N(c_bar, Sigma) (pylal.fit.bayes: BRR with a smoothness prior, or ARD),
    with energy and force rows at their own noise level (from cross-validation);
-3. calibration (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020): the posterior spread measures the noise of near-exact labels,
-   not the error of a model that cannot represent them (misspecification), so it is 3-10x too
-   narrow. K-fold cross-validation by configuration gives, for every left-out force component,
-   z = (F_pred - F_ref) / s with s the posterior std of that component; the committee is drawn
+3. calibration (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006,
+   2020): the posterior spread measures the noise of near-exact labels, not the error of a model
+   that cannot represent them (misspecification), so it is 3-10x too narrow. K-fold cross-validation
+   by configuration gives, for every left-out force component, z = (F_pred - F_ref) / s with s the
+   posterior std of that component; the committee is drawn
    from N(c_bar, kappa^2 Sigma) with kappa = rms(z) (`calibrate = "cv"`), so that its spread
    matches the errors it makes on configurations it was not fitted to;
 4. a fit whose cross-validation force error exceeds its prior's (too few data for the basis) is

@@ -74,7 +74,7 @@ class GrowthDecision:
 
 
 def growth_decision(spec, params, n_force_rows: int, cost: RefitCost, budget: float,
-                    retry_rows: float = 0.0, n_atoms: int | None = None) -> GrowthDecision:
+                    retry_rows: float = 0.0) -> GrowthDecision:
     """Whether to try the next ladder step after a fit `params` of `spec` (rules 1-3 of the module)."""
     larger = spec.grown()
     if larger is None:
@@ -86,7 +86,7 @@ def growth_decision(spec, params, n_force_rows: int, cost: RefitCost, budget: fl
     if n_force_rows < ROWS_PER_FUNCTION * larger.size or n_force_rows < retry_rows:
         need = max(ROWS_PER_FUNCTION * larger.size, retry_rows)
         return GrowthDecision(None, f"{n_force_rows} force rows, {need:.0f} needed to try {larger.size_label()}")
-    n_atoms = n_force_rows // 3 if n_atoms is None else n_atoms
+    n_atoms = n_force_rows // 3  # the rows a trial evaluates again
     seconds = cost.predict_trial(larger.size, n_atoms)
     if seconds > budget:
         return GrowthDecision(None, f"trying {larger.size_label()} would take ~{seconds:.0f} s (design rows of "

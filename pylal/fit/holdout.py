@@ -4,7 +4,8 @@ they are computed (refit server, campaign, benchmarks).
 The model is linear in its coefficients, so the held-out configurations' design rows (energy per
 atom and force components, unweighted, targets minus the priors; pylal.fit.design) are built once
 and every version is judged by matrix products: predictions rows @ c_bar, committee spread
-std_k(rows @ c^k). z = error / spread per component (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020).
+std_k(rows @ c^k). z = error / spread per component (z-scores of held-out errors; Tran et al.,
+Mach. Learn.: Sci. Technol. 1, 025006, 2020).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pylal.fit.design import DesignSet, Weights
 
 
 def calibration_stats(err: np.ndarray, std: np.ndarray) -> dict:
-    """rms z, the fraction inside the 95% interval |z| <= 1.96, and the RMSE (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020).
+    """rms z, the fraction inside the 95% interval |z| <= 1.96, and the RMSE (Tran et al. 2020).
 
     Components the committee cannot move (std below 1e-6 of the rms std: forces fixed by symmetry, e.g.
     in a perfect crystal) say nothing about calibration and are left out of z: their reference error is

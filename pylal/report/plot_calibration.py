@@ -1,4 +1,4 @@
-"""Reliability plot (z-scores of held-out errors; Tran et al., Mach. Learn.: Sci. Technol. 1, 025006, 2020): held-out force components binned by the committee's
+"""Reliability plot (held-out z-scores, Tran et al. 2020): held-out force components binned by the committee's
 predicted std; observed rms error against predicted std per phase; the diagonal is calibrated."""
 from __future__ import annotations
 

@@ -45,9 +45,9 @@ class PosteriorTransform:
 def column_scale(gram: np.ndarray, n_rows: int) -> np.ndarray:
     """RMS of each design column from the Gram diagonal, at least the median column's, as in the fit
     (pylal.fit.bayes.column_scale)."""
-    s = np.sqrt(np.clip(np.diag(gram), 0.0, None) / max(n_rows, 1))
-    seen = s[s > 0]
-    return np.maximum(s, np.median(seen)) if len(seen) else np.ones(len(s))
+    from pylal.fit.bayes import floored_rms
+
+    return floored_rms(np.diag(gram), n_rows)
 
 
 def posterior_transform(gram: np.ndarray | None, n_rows: int, sigma2: float | None = None,

@@ -508,8 +508,8 @@ class Server:
             self.log("refit_over_budget", message=pointer["over_budget"])
             self.say(pointer["over_budget"])
         if "shrink" in pointer:
-            self.log("refit_shrunk_to_prior", version=pointer["version"], **pointer["shrink"])
-            self.say(shrink_message(dict(pointer["shrink"], version=pointer["version"])))
+            self.log("refit_shrunk_to_prior", **self.stats["shrink"])
+            self.say(shrink_message(self.stats["shrink"]))
         if growth is not None:
             self.log("basis_growth", **growth)
             verdict = (f"v{pointer['version']} uses it" if growth["accepted"]
