@@ -19,8 +19,8 @@ def _close(kernel, xla, name):
     assert np.abs(x - y).max() <= TABLE_TOL * np.abs(y).max(), name
 
 
-@pytest.fixture(scope="module")
-def sic_setup():
+@pytest.fixture(scope="module", params=["poly", "sbessel"])
+def sic_setup(request):
     from ase.build import bulk
 
     from pylal.model.ace import AceSpec
@@ -29,7 +29,7 @@ def sic_setup():
     atoms.cell[0, 1] = 0.4
     atoms.rattle(0.15, seed=4)
     # two species, order 2 (the XLA step compiles faster than sic_ace_spec's order 3; tests/test_fix_pylal.py)
-    spec = AceSpec(species=("Si", "C"), r_cut=3.5, order=2, max_degree=6, prior=(1.0, 1.6))
+    spec = AceSpec(species=("Si", "C"), r_cut=3.5, order=2, max_degree=6, prior=(1.0, 1.6), radial=request.param)
     return spec, ase_pairs(atoms, spec.r_cut, spec.species)
 
 

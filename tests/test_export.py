@@ -27,6 +27,27 @@ def test_yace_round_trip_equals_pylal_energies_and_forces(tmp_path, sic_cell):
     np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-8)
 
 
+def test_sbessel_yace_is_released_ml_pace_format_and_equals_pylal(tmp_path, sic_cell):
+    """The "sbessel" radials export as ML-PACE's own SBessel radials (no tabulated radials, which released
+    ML-PACE cannot read); ace-jax's PACE evaluator of that file gives pylal's energies and forces to 1e-8."""
+    from ace_jax import ACECalculator
+    from ace_jax.eval.pace_io import load_tree
+
+    spec = AceSpec(species=("Si", "C"), r_cut=3.5, order=3, max_degree=6, prior=None, radial="sbessel")
+    params = random_parameters(spec, n_members=2)
+    write_yace(params, tmp_path / "m.yace")
+    bonds = load_tree(tmp_path / "m.yace")["bonds"].values()
+    assert {b["radbasename"] for b in bonds} == {"SBessel"} and all("radtable" not in b for b in bonds)
+    a = sic_cell.copy()
+    a.calc = PylalCalculator(params, tau=0.0)
+    b = sic_cell.copy()
+    b.calc = ACECalculator(str(tmp_path / "m.yace"))
+    assert abs(a.get_potential_energy()) > 1e-3
+    assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
+    np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-8)
+    assert np.abs(a.get_forces()).max() > 1e-3
+
+
 def test_export_cli_writes_yace_and_lammps_lines(tmp_path, si_ace_spec, si_spec, capsys):
     random_parameters(si_ace_spec).save(tmp_path / "params.npz")
     assert main(["export", str(tmp_path / "params.npz"), "--yace", str(tmp_path / "out" / "si.yace")]) == 0

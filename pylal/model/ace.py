@@ -4,6 +4,14 @@ Per centre atom i of species z_i the features are
 
     d_i = [1, P_i (n_pair pair functions), B_i (n_B symmetric ACE functions of correlation order <= order)]
 
+Two radial families (`AceSpec.radial`):
+- "sbessel": PACE's simplified spherical Bessel radials g_k(r) (Drautz 2019; pacemaker's
+  SBessel), R_nl = g_n, with spherical harmonics, and no separate pair basis (the two-body part is the
+  order-1 ACE functions, sum_j g_n(r_ij)). This is ML-PACE's own functional form, so the fitted potential is
+  written exactly as a `.yace` that released `pair_style pace` and `pace/kk` read (pylal.model.export).
+- "poly" (the default; its accuracy and calibration are the measured ones): ACEpotentials' polynomial radials (Witt et al. 2023) with solid harmonics and a pair basis.
+  It exports only as tabulated radials, which released ML-PACE cannot read.
+
 with ace-jax's species-compact radials (the neighbour species enters through the radial R_nl(r; z_i, z_j),
 not as a separate density channel, so D grows linearly with the species count, not with its square).
 As for pylal's own basis, the centre species selects the block of the coefficient vector, so the
@@ -29,6 +37,7 @@ from pylal.model.zbl import switch_radii
 jax.config.update("jax_enable_x64", True)
 
 KIND = "ace"
+RADIALS = ("sbessel", "poly")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,7 @@ class AceSpec:
     order: int = 2  # correlation order (body order - 1)
     max_degree: int = 16  # total-degree bound of ace-jax's basis selection
     wL: float = 1.5  # weight of l against n in the total degree
+    radial: str = "poly"  # "poly" or "sbessel" (ML-PACE's radials: exact export; module docstring)
     # Short-range repulsive ZBL prior switched off between (r_on, r_off) Angstrom, or "covalent": a window
     # per species pair from covalent radii (pylal.model.zbl.switch_radii); None disables it
     prior: tuple[float, float] | str | None = "covalent"
@@ -49,6 +59,8 @@ class AceSpec:
             raise ValueError("AceSpec: species must name at least one element")
         if not 1 <= self.order <= 4:
             raise ValueError(f"AceSpec: order={self.order} must be 1..4")
+        if self.radial not in RADIALS:
+            raise ValueError(f"AceSpec: radial={self.radial!r} must be one of {RADIALS}")
         if self.max_degree < 1 or self.r_cut <= 0:
             raise ValueError("AceSpec: need max_degree >= 1 and r_cut > 0")
         if self.prior is not None:
@@ -62,7 +74,8 @@ class AceSpec:
 
     @property
     def n_pair(self) -> int:
-        return int(ace_basis(self).meta["n_pair"])
+        """Pair functions in d_i: none with the "sbessel" radials (their order-1 functions are the pair part)."""
+        return 0 if self.radial == "sbessel" else int(ace_basis(self).meta["n_pair"])
 
     @property
     def n_many_body(self) -> int:
@@ -93,11 +106,11 @@ class AceSpec:
 
     @classmethod
     def from_config(cls, fit_cfg) -> "AceSpec":
-        """[fit] species, r_cut, order, max_degree, wL, prior; an unset max_degree: the ladder's first step."""
+        """[fit] species, r_cut, order, max_degree, wL, radial, prior; an unset max_degree: the ladder's first step."""
         from pylal.model.zbl import prior_from_json
 
         return cls(species=tuple(fit_cfg.species), r_cut=fit_cfg.r_cut, order=fit_cfg.order,
-                   max_degree=fit_cfg.max_degree or cls.LADDER[0], wL=fit_cfg.wL,
+                   max_degree=fit_cfg.max_degree or cls.LADDER[0], wL=fit_cfg.wL, radial=fit_cfg.radial,
                    prior=prior_from_json(fit_cfg.prior or None))
 
     def grown(self) -> "AceSpec | None":
@@ -139,7 +152,7 @@ class AceSpec:
         model = self.model(arrays)
         many_body, pair = model.site_basis(vectors, center_species, neighbor_species, centers, n_centers,
                                            pair_mask > 0)
-        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair, many_body], axis=1)
+        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair[:, :self.n_pair], many_body], axis=1)
 
     def member_pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species,
                               pair_mask, node_species, coefs, arrays):
@@ -156,6 +169,8 @@ class AceSpec:
         mask = jnp.zeros((n_centers, n_slots), bool).at[row, slots].set(True, mode="drop")
         n_pair = self.n_pair
         cp = jnp.moveaxis(coefs[:, :, 1:1 + n_pair], 0, -1)  # (S, n_pair, M)
+        if n_pair == 0:  # "sbessel": the model's pair functions are not in d_i
+            cp = jnp.zeros((cp.shape[0], model.Wpair.shape[0], cp.shape[2]), cp.dtype)
         cb = jnp.moveaxis(coefs[:, :, 1 + n_pair:], 0, -1)  # (S, n_B, M)
         t = model.committee_edge_grad_dense(rij, zi, zj, mask, node_species, cb, cp)  # (n_c, J, M, 3)
         g = t[jnp.where(real, centers, 0), slots]  # (P, M, 3)
@@ -178,8 +193,11 @@ def ace_basis(spec: AceSpec):
     """The ace-jax Basis (model + meta + nnll) of a spec, built once per process (about 1 s)."""
     from ace_jax.basis.model import build_model
 
-    return build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL,
-                       r0=bond_lengths(spec.species))
+    basis = build_model(list(spec.species), spec.order, spec.max_degree, rcut=float(spec.r_cut), wL=spec.wL,
+                        r0=bond_lengths(spec.species), rnl_basis=spec.radial)
+    if spec.radial == "sbessel":  # ML-PACE's Y_lm: spherical, not solid (r^l Y_lm), harmonics
+        basis = basis._replace(model=dataclasses.replace(basis.model, ysolid=False))
+    return basis
 
 
 def bond_lengths(species) -> np.ndarray | None:

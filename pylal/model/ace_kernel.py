@@ -75,7 +75,8 @@ class AceKernel:
         """d_i = [1, pair, ACE] as AceSpec.atomic_features, but with the kernel's radial table."""
         many_body, pair = self._model(arrays).site_basis(vectors, center_species, neighbor_species, centers,
                                                          n_centers, pair_mask > 0)
-        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair, many_body], axis=1)
+        return jnp.concatenate([jnp.ones((n_centers, 1), vectors.dtype), pair[:, :self.spec.n_pair], many_body],
+                               axis=1)
 
     def pair_gradients(self, vectors, centers, slots, n_slots, center_species, neighbor_species, pair_mask,
                        node_species, center_mask, coefs, readouts, arrays):
@@ -102,8 +103,10 @@ class AceKernel:
             return -f[n_c:]
 
         g = jax.lax.map(many_body, readouts)
-        model = self._model(arrays)
         n_pair = self.spec.n_pair
+        if n_pair == 0:  # "sbessel" radials: no pair functions in d_i
+            return g * pair_mask[None, :, None]
+        model = self._model(arrays)
         _, pullback = jax.vjp(lambda v: model.pair_radial(v, center_species, neighbor_species), vectors)
         cot = coefs[:, center_species, 1:1 + n_pair] * (center_mask[centers] * pair_mask)[None, :, None]
         (g_pair,) = jax.vmap(pullback)(cot)

@@ -5,6 +5,12 @@ with readout E0 = the constant coefficients, Wpair = the pair coefficients, WB =
 coefficients, per centre species. ace-jax's exporter (`ace_jax.eval.write_yace`) converts it exactly
 (tabulated radials on ML-PACE's own grid, the products re-expressed in PACE's complex harmonics).
 
+With the "sbessel" radials (`AceSpec.radial`) the radials are ML-PACE's own SBessel functions: the file
+then carries `radbasename: SBessel` with the radial coefficients crad[n][l][k] and the rank-1 functions on
+g_k, which every released ML-PACE (`pair_style pace`, `pace/kk`) reads. The coefficients are read off
+ace-jax's exact tables by least squares on the same grid and checked to 1e-10 of each radial's scale, so
+nothing is approximated. With the "poly" radials the file keeps ace-jax's tabulated radials.
+
 What the file does not carry: the committee (a .yace is one potential), the internal ZBL repulsion
 (`AceSpec.prior`) and a LAMMPS pair-style prior; `yace_pair_style` writes the LAMMPS lines that put them
 back with `pair_style hybrid/overlay`. Caveat (ace-jax 0.4.1): ML-PACE reads the tabulated radials only
@@ -34,7 +40,8 @@ def ace_model(spec: AceSpec, coefficients: np.ndarray):
     blocks = np.asarray(coefficients, dtype=np.float64).reshape(spec.n_species, spec.n_per_species)
     n_pair = spec.n_pair
     model = ace_basis(spec).model
-    model = dataclasses.replace(model, E0=jnp.asarray(blocks[:, 0]), Wpair=jnp.asarray(blocks[:, 1:1 + n_pair].T),
+    pair = blocks[:, 1:1 + n_pair].T if n_pair else np.zeros(model.Wpair.shape)  # "sbessel": no pair functions
+    model = dataclasses.replace(model, E0=jnp.asarray(blocks[:, 0]), Wpair=jnp.asarray(pair),
                                 WB=jnp.asarray(blocks[:, 1 + n_pair:].T), folded=False)
     return fold_readout(model)
 
@@ -59,10 +66,53 @@ def write_yace(params: Parameters, path) -> dict:
                           f"{getattr(params.spec, 'kind', '?')!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    model, delta = ace_model(params.spec, params.mean), table_spacing(params.spec.r_cut)
     try:
-        return ace_write_yace(ace_model(params.spec, params.mean), path, delta=table_spacing(params.spec.r_cut))
+        if params.spec.radial != "sbessel":
+            return ace_write_yace(model, path, delta=delta)
+        from ace_jax.eval.pace_io import dump_tree
+        from ace_jax.export.yace import ace_ctilde_tree
+
+        info = {}
+        dump_tree(sbessel_tree(ace_ctilde_tree(model, delta=delta, info=info), model), path)
+        return {**info, "radbasename": "SBessel"}
     except ValueError as err:  # e.g. r_cut not a whole number of the table spacing
         raise ExportError(f"cannot write {path}: {err}") from err
+
+
+def sbessel_tree(tree: dict, model, r_min: float = 0.5) -> dict:
+    """ace-jax's tabulated .yace tree of an "sbessel" model rewritten in ML-PACE's SBessel form: each bond's
+    R_nl tables become crad[n][l][k] (R_nl = sum_k crad g_k) and its rank-1 table g = sum_k a_k g_k becomes
+    one rank-1 function per g_k with ctilde a_k. The coefficients are solved on the tables' own grid
+    (r >= r_min, where the tables are the model's values) and must reproduce them to 1e-10."""
+    n_k = model.rnl_Wnlq.shape[-1]
+    rank1 = {}
+    for (i, j), bond in tree["bonds"].items():
+        table = bond.pop("radtable")
+        r = np.arange(table["nbins"] + 1) * (bond["rcut"] / table["nbins"])
+        inside = (r >= r_min) & (r < bond["rcut"])
+        z = (jnp.full(int(inside.sum()), i, jnp.int32), jnp.full(int(inside.sum()), j, jnp.int32))
+        g = np.asarray(model.rnl_basis_values(jnp.asarray(r[inside]), *z))
+
+        def coefficients(values):
+            f = np.asarray(values)[inside]
+            c = np.linalg.lstsq(g, f, rcond=None)[0]
+            if np.abs(g @ c - f).max() > 1e-10 * max(np.abs(f).max(), 1e-12):
+                raise ExportError(f"bond {i}-{j}: a radial is not in the span of the SBessel g_k")
+            return c
+
+        crad = np.zeros((bond["nradmax"], bond["lmax"] + 1, n_k))
+        for e in table["rnl"]:
+            crad[e["n"] - 1, e["l"]] = coefficients(e["f"])
+        rank1[i, j] = coefficients(table["gk"][0]["f"])
+        bond.update(radbasename="SBessel", nradbasemax=int(n_k), radparameters=[1.0],
+                    radcoefficients=crad.tolist())
+    for z, functions in tree["functions"].items():
+        tree["functions"][z] = [
+            {**f, "ns": [k + 1], "ctildes": [float(a)]} if f["rank"] == 1 else f
+            for f in functions for k, a in (enumerate(rank1[z, f["mus"][0]]) if f["rank"] == 1 else [(0, 0)])
+            if f["rank"] != 1 or a != 0.0]
+    return tree
 
 
 def yace_pair_style(params: Parameters, yace_name: str) -> str:

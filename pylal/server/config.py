@@ -53,6 +53,7 @@ class FitConfig:
     grow: bool = True  # false: an unset basis size stays on the ladder's first step
     refit_budget: float = 60.0  # seconds a refit may take; a basis grows only within it, status says when exceeded
     wL: float = 1.5  # ACE weight of l in the total degree
+    radial: str = "poly"  # ACE radials: "poly", or "sbessel" (ML-PACE's own: exports to released pair_style pace)
     # ZBL prior: "covalent" (a switch-off window per species pair, pylal.model.zbl.switch_radii), or
     # [r_on, r_off] in Angstrom for every pair; [] disables it
     prior: list | str | None = "covalent"
