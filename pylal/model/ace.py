@@ -9,8 +9,9 @@ Two radial families (`AceSpec.radial`):
   SBessel), R_nl = g_n, with spherical harmonics, and no separate pair basis (the two-body part is the
   order-1 ACE functions, sum_j g_n(r_ij)). This is ML-PACE's own functional form, so the fitted potential is
   written exactly as a `.yace` that released `pair_style pace` and `pace/kk` read (pylal.model.export).
-- "poly" (the default; its accuracy and calibration are the measured ones): ACEpotentials' polynomial radials (Witt et al. 2023) with solid harmonics and a pair basis.
-  It exports only as tabulated radials, which released ML-PACE cannot read.
+- "poly" (the default; its accuracy and calibration are the measured ones): ACEpotentials' polynomial
+  radials (Witt et al. 2023) with solid harmonics and a pair basis. It exports only as tabulated radials,
+  which released ML-PACE cannot read.
 
 with ace-jax's species-compact radials (the neighbour species enters through the radial R_nl(r; z_i, z_j),
 not as a separate density channel, so D grows linearly with the species count, not with its square).

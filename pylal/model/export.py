@@ -108,11 +108,16 @@ def sbessel_tree(tree: dict, model, r_min: float = 0.5) -> dict:
         bond.update(radbasename="SBessel", nradbasemax=int(n_k), radparameters=[1.0],
                     radcoefficients=crad.tolist())
     for z, functions in tree["functions"].items():
-        tree["functions"][z] = [
-            {**f, "ns": [k + 1], "ctildes": [float(a)]} if f["rank"] == 1 else f
-            for f in functions for k, a in (enumerate(rank1[z, f["mus"][0]]) if f["rank"] == 1 else [(0, 0)])
-            if f["rank"] != 1 or a != 0.0]
+        tree["functions"][z] = [g for f in functions for g in _on_each_g_k(f, rank1[z, f["mus"][0]])]
     return tree
+
+
+def _on_each_g_k(function: dict, weights) -> list[dict]:
+    """A rank-1 function on the table g = sum_k weights[k] g_k as one rank-1 function per nonzero g_k;
+    higher ranks unchanged."""
+    if function["rank"] != 1:
+        return [function]
+    return [{**function, "ns": [k + 1], "ctildes": [float(a)]} for k, a in enumerate(weights) if a != 0.0]
 
 
 def yace_pair_style(params: Parameters, yace_name: str) -> str:
